@@ -1,0 +1,21 @@
+# iobs: the Iterative Optimal Brain Surgeon, replicated. See README.md.
+# Execution settings (cores, GPUs, SLURM) live in workflow/profiles/, experiment settings in config.yaml.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+report: "workflow/report/workflow.rst"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/synthetic.smk"
+
+
+rule all:
+    input:
+        synthetic_targets(),
+    default_target: True
