@@ -1,0 +1,1 @@
+"""Model families, tiny model construction and loading (hub ids or local directories)."""
