@@ -1,0 +1,39 @@
+"""Shared fixtures: tiny random causal LMs of every supported family and calibration token ids."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from iobs.models.families import TINY_CONFIGS, TinyDims, build_tiny_model
+
+FAMILIES = sorted(TINY_CONFIGS)
+ATTENTIONS = ("sdpa", "eager")
+
+# Small enough for a whole test file to run in seconds on one core; kv_heads < heads exercises Llama's GQA;
+# every in_features is a multiple of 4 so 2:4 applies to every Linear.
+TEST_DIMS = TinyDims(vocab_size=256, hidden=64, layers=3, heads=4, kv_heads=2, ffn=128, max_positions=64)
+
+
+@pytest.fixture(scope="session")
+def tiny_dims() -> TinyDims:
+    return TEST_DIMS
+
+
+@pytest.fixture
+def make_tiny_model(tiny_dims):
+    """Factory: make_tiny_model(family, attn="sdpa", seed=0, dtype=torch.float32) -> fresh model in eval mode."""
+
+    def make(family: str, attn: str = "sdpa", seed: int = 0, dtype: torch.dtype = torch.float32):
+        model = build_tiny_model(family, tiny_dims, seed=seed)
+        model.set_attn_implementation(attn)
+        return model.to(dtype)
+
+    return make
+
+
+@pytest.fixture
+def calibration_ids(tiny_dims) -> torch.Tensor:
+    """[6, 24] int64 random token ids: 6 sequences so a batch size of 4 leaves an uneven last batch."""
+    generator = torch.Generator().manual_seed(1234)
+    return torch.randint(0, tiny_dims.vocab_size, (6, 24), generator=generator)

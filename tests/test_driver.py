@@ -1,0 +1,296 @@
+"""The layer-wise driver on tiny random OPT, Llama and Phi: capture/replay, Hessians, pruning, saving, offload."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from transformers import AutoModelForCausalLM
+
+from iobs.errors import ConfigError, DataError
+from iobs.models.families import decoder_layers
+from iobs.prune.capture import capture_first_layer_inputs, run_layer
+from iobs.prune.driver import collect_hessians, prunable_linears, prune_model, walk_layers
+from iobs.prune.save import load_masks, pack_mask, save_pruned_model, unpack_mask
+from iobs.prune.solvers import solve
+from tests.conftest import ATTENTIONS, FAMILIES
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def layer_linears(model) -> dict[str, nn.Linear]:
+    return {name: m for name, m in model.named_modules()
+            if isinstance(m, nn.Linear) and any(m is x for layer in decoder_layers(model) for x in layer.modules())}
+
+
+def layer_outputs_of_full_forward(model, ids):
+    """(hidden_states from output_hidden_states, last decoder layer's output via a forward hook)."""
+    seen = {}
+
+    def record(module, args, output):
+        seen["last"] = output if isinstance(output, torch.Tensor) else output[0]
+
+    hook = decoder_layers(model)[-1].register_forward_hook(record)
+    try:
+        with torch.no_grad():
+            hidden_states = model(input_ids=ids, output_hidden_states=True).hidden_states
+    finally:
+        hook.remove()
+    return hidden_states, seen["last"]
+
+
+@pytest.mark.parametrize("attn", ATTENTIONS)
+@pytest.mark.parametrize("family", FAMILIES)
+def test_replayed_layers_match_full_forward(make_tiny_model, calibration_ids, family, attn):
+    """Each layer's replayed inputs equal a full forward's hidden states when every layer is run, changed, and
+    re-run, as in pruning. A live KV cache in the replayed kwargs would make the re-run attend to the stale
+    keys/values of the first run (silently, under SDPA); a wrong mask or rotary table would show as well."""
+    model = make_tiny_model(family, attn)
+    seen_inputs = []
+    generator = torch.Generator().manual_seed(0)
+
+    def visit(step):
+        seen_inputs.append(step.inputs.hidden.clone())
+        step.forward()  # the Hessian pass
+        for linear in step.layer.modules():  # stand-in for pruning: change every weight before the re-run
+            if isinstance(linear, nn.Linear):
+                linear.weight.mul_(1 + 0.5 * torch.rand(linear.weight.shape, generator=generator))
+
+    result = walk_layers(model, calibration_ids, visit, batch_size=4, progress=False)
+    hidden_states, last = layer_outputs_of_full_forward(model, calibration_ids)  # of the changed model
+    assert len(seen_inputs) == len(decoder_layers(model))
+    for index, inputs in enumerate(seen_inputs):
+        torch.testing.assert_close(inputs, hidden_states[index], rtol=1e-5, atol=1e-5,
+                                   msg=f"inputs of layer {index}")
+    torch.testing.assert_close(result.outputs.hidden, last, rtol=1e-5, atol=1e-5)
+
+
+def test_capture_replays_exact_kwargs_without_cache(make_tiny_model, calibration_ids):
+    model = make_tiny_model("llama", "eager")
+    layers = decoder_layers(model)
+    captured = capture_first_layer_inputs(model, layers, calibration_ids, batch_size=4,
+                                          device=torch.device("cpu"), storage=torch.device("cpu"))
+    assert [(s.start, s.stop) for s in captured.slices] == [(0, 4), (4, 6)]
+    first, second = captured.calls
+    assert first.kwargs["past_key_values"] is None and first.kwargs["use_cache"] is False
+    assert first.kwargs["attention_mask"].shape == (4, 1, 24, 24)  # eager: a materialised 4-D mask per batch
+    cos, sin = first.kwargs["position_embeddings"]
+    assert cos.shape[-2] == 24 and sin.shape == cos.shape
+    assert second.kwargs["position_embeddings"][0] is cos  # identical per-batch tensors are stored once
+
+
+def test_tuple_and_tensor_layer_outputs_are_both_handled(make_tiny_model, calibration_ids):
+    class TupleOutput(nn.Module):
+        def __init__(self, layer):
+            super().__init__()
+            self.layer = layer
+
+        def forward(self, *args, **kwargs):
+            return (self.layer(*args, **kwargs), None)
+
+    model = make_tiny_model("opt")
+    layers = decoder_layers(model)
+    cpu = torch.device("cpu")
+    plain = capture_first_layer_inputs(model, layers, calibration_ids, batch_size=4, device=cpu, storage=cpu)
+    wrapped = capture_first_layer_inputs(model, layers, calibration_ids, batch_size=4, device=cpu, storage=cpu)
+    run_layer(layers[0], plain, cpu, write_outputs=True)
+    run_layer(TupleOutput(layers[0]), wrapped, cpu, write_outputs=True)
+    assert torch.equal(plain.hidden, wrapped.hidden)
+    assert not torch.equal(plain.hidden, layer_outputs_of_full_forward(model, calibration_ids)[0][0])
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_hessians_from_hooks_equal_direct_computation(make_tiny_model, calibration_ids, family):
+    """H = (2/N) sum over sequences of X^T X, N = number of sequences, for every Linear in every layer."""
+    model = make_tiny_model(family)
+    linears = layer_linears(model)
+    inputs = {}
+
+    def record(name):
+        def hook(module, args, output):
+            inputs[name] = args[0]  # returns None: a forward hook's return value would replace the output
+        return hook
+
+    handles = [lin.register_forward_hook(record(name)) for name, lin in linears.items()]
+    with torch.no_grad():
+        model(input_ids=calibration_ids)
+    for h in handles:
+        h.remove()
+
+    hessians = collect_hessians(model, calibration_ids, batch_size=4)  # batches of 4 and 2 sequences
+    assert set(hessians) == set(linears)
+    n = calibration_ids.shape[0]
+    for name, x in inputs.items():
+        x = x.double().reshape(-1, x.shape[-1])  # OPT's MLP sees [N*L, d], the others [N, L, d]
+        expected = 2.0 / n * x.T @ x
+        torch.testing.assert_close(hessians[name].double(), expected, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def expected_magnitude(weight: torch.Tensor, spec: str) -> torch.Tensor:
+    """Independent reference: zero the half of |W| that is smallest (whole layer), or 2 of every 4 per row."""
+    if spec == "2:4":
+        groups = weight.reshape(weight.shape[0], -1, 4)
+        smallest = groups.abs().topk(2, dim=-1, largest=False).indices
+        return groups.scatter(-1, smallest, 0.0).reshape(weight.shape)
+    threshold = weight.abs().flatten().kthvalue(weight.numel() // 2).values
+    return weight * (weight.abs() > threshold)
+
+
+@pytest.mark.parametrize("spec", ["0.5", "2:4"])
+@pytest.mark.parametrize("family", FAMILIES)
+def test_magnitude_through_driver_equals_direct_pruning(make_tiny_model, calibration_ids, family, spec):
+    model = make_tiny_model(family)
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    report = prune_model(model, calibration_ids, "magnitude", spec, options={"scope": "layer"}, batch_size=4,
+                         progress=False)
+    linears = layer_linears(model)
+    assert [r.name for r in report.linears] == list(linears)
+    for name, param in model.named_parameters():
+        module_name = name.rsplit(".", 1)[0]
+        if module_name in linears and name.endswith(".weight"):
+            assert torch.equal(param, expected_magnitude(before[name], spec)), name
+        else:  # biases, norms, embeddings and lm_head are never touched
+            assert torch.equal(param, before[name]), name
+
+
+@pytest.mark.parametrize("spec", ["0.5", "2:4"])
+@pytest.mark.parametrize("family", FAMILIES)
+def test_sparsegpt_reaches_target_sparsity_and_stays_finite(make_tiny_model, calibration_ids, family, spec):
+    model = make_tiny_model(family)
+    dense_logits = model(input_ids=calibration_ids).logits.detach()
+    report = prune_model(model, calibration_ids, "sparsegpt", spec, batch_size=4, keep_masks=True, progress=False)
+
+    linears = layer_linears(model)
+    assert len(report.linears) == len(linears) and len(report.layer_seconds) == len(decoder_layers(model))
+    for entry in report.linears:
+        weight = linears[entry.name].weight
+        assert entry.shape == tuple(weight.shape) and entry.seconds >= 0 and entry.loss > 0
+        assert entry.sparsity == (weight == 0).float().mean().item() == 0.5, entry.name
+        assert not weight[~report.masks[entry.name]].any()  # every pruned position is zero
+        if spec == "2:4":
+            assert ((weight.reshape(weight.shape[0], -1, 4) == 0).sum(-1) == 2).all(), entry.name
+    assert report.total_sparsity == 0.5 and report.total_seconds > 0 and report.peak_memory_mb > 0
+    assert set(report.to_dict()) >= {"linears", "layer_seconds", "total_sparsity", "total_seconds",
+                                     "peak_memory_mb"} and "masks" not in report.to_dict()
+    logits = model(input_ids=calibration_ids).logits.detach()
+    assert torch.isfinite(logits).all() and not torch.allclose(logits, dense_logits)
+
+
+def test_layers_see_the_pruned_outputs_of_earlier_layers(make_tiny_model, calibration_ids):
+    """The Hessian each q_proj is pruned with comes from the already-pruned model, not from the dense one."""
+    model = make_tiny_model("llama")
+    dense = collect_hessians(model, calibration_ids, batch_size=4)
+    handed_to_solver = []
+
+    def recording_solver(method, weight, hessian, spec, **options):
+        handed_to_solver.append(hessian.clone())
+        return solve(method, weight, hessian, spec, **options)
+
+    report = prune_model(model, calibration_ids, "sparsegpt", "0.5", batch_size=4, solver=recording_solver,
+                         progress=False)
+    used = {entry.name: h for entry, h in zip(report.linears, handed_to_solver, strict=True)}
+    pruned = collect_hessians(model, calibration_ids, batch_size=4)
+    for index in range(len(decoder_layers(model))):
+        name = f"model.layers.{index}.self_attn.q_proj"
+        torch.testing.assert_close(used[name], pruned[name], rtol=1e-5, atol=1e-6)
+        if index > 0:  # layer 0 sees the embeddings either way
+            assert not torch.allclose(used[name], dense[name], rtol=1e-3, atol=1e-4)
+
+
+def test_offload_path_matches_in_place(make_tiny_model, calibration_ids):
+    in_place, offloaded = make_tiny_model("phi"), make_tiny_model("phi")
+    prune_model(in_place, calibration_ids, "sparsegpt", "0.5", batch_size=4, progress=False)
+    prune_model(offloaded, calibration_ids, "sparsegpt", "0.5", batch_size=4, device="cpu",
+                offload_activations=True, progress=False)
+    for (name, a), (_, b) in zip(in_place.named_parameters(), offloaded.named_parameters()):
+        assert torch.equal(a, b), name
+        assert b.device.type == "cpu"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_layer_moved_to_cuda_matches_cpu(make_tiny_model, calibration_ids):
+    on_cpu, moved = make_tiny_model("llama"), make_tiny_model("llama")
+    prune_model(on_cpu, calibration_ids, "sparsegpt", "0.5", batch_size=4, progress=False)
+    report = prune_model(moved, calibration_ids, "sparsegpt", "0.5", batch_size=4, device="cuda",
+                         offload_activations=True, progress=False)
+    assert report.peak_memory_kind == "cuda_max_allocated"
+    for (name, a), (_, b) in zip(on_cpu.named_parameters(), moved.named_parameters()):
+        assert b.device.type == "cpu", name  # only the current layer visits the GPU
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4, msg=name)
+
+
+@pytest.mark.parametrize("family", ["opt", "llama"])  # OPT ties lm_head to the embeddings, this Llama does not
+def test_saved_model_reloads_with_zeros_and_identical_logits(make_tiny_model, calibration_ids, tmp_path, family):
+    model = make_tiny_model(family)
+    report = prune_model(model, calibration_ids, "sparsegpt", "2:4", batch_size=4, keep_masks=True, progress=False)
+    target = tmp_path / "pruned"
+    save_pruned_model(model, target, masks=report.masks)
+    save_pruned_model(model, target, masks=report.masks)  # replacing an existing directory works too
+    assert (target / "model.safetensors").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pruned"]  # no staging or trash left behind
+
+    reloaded = AutoModelForCausalLM.from_pretrained(target).eval()
+    with torch.no_grad():
+        assert torch.equal(reloaded(input_ids=calibration_ids).logits, model(input_ids=calibration_ids).logits)
+    reloaded_params = dict(reloaded.named_parameters())
+    for name, linear in layer_linears(model).items():
+        assert torch.equal(reloaded_params[f"{name}.weight"] == 0, linear.weight == 0), name
+    masks = load_masks(target / "masks.pt")
+    assert set(masks) == set(report.masks)
+    assert all(torch.equal(masks[n], report.masks[n]) for n in masks)
+
+
+def test_mask_packing_round_trips_odd_sizes():
+    generator = torch.Generator().manual_seed(0)
+    for shape in [(1,), (3, 5), (7, 9, 2), (64, 64)]:
+        mask = torch.rand(shape, generator=generator) > 0.5
+        packed = pack_mask(mask)
+        assert packed.dtype == torch.uint8 and packed.numel() == -(-mask.numel() // 8)
+        assert torch.equal(unpack_mask(packed, shape), mask)
+
+
+def test_mask_file_errors_name_the_file(tmp_path):
+    with pytest.raises(DataError, match="does not exist"):
+        load_masks(tmp_path / "missing.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a torch file")
+    with pytest.raises(DataError, match="junk.pt"):
+        load_masks(tmp_path / "junk.pt")
+
+
+def test_reprune_sparse_half_precision_model_and_collect_masks(make_tiny_model, calibration_ids):
+    """A later I-OBS round: prune an already-sparse bfloat16 model again; on_linear sees every result."""
+    model = make_tiny_model("opt", dtype=torch.bfloat16)
+    prune_model(model, calibration_ids, "sparsegpt", "0.5", batch_size=4, progress=False)
+    seen = {}
+    report = prune_model(model, calibration_ids, "sparsegpt", "0.5", batch_size=4, progress=False,
+                         on_linear=lambda name, linear, result: seen.update({name: result.mask}))
+    assert set(seen) == {r.name for r in report.linears}
+    assert all(lin.weight.dtype == torch.bfloat16 for lin in layer_linears(model).values())
+    assert report.total_sparsity >= 0.5  # bfloat16 rounding may add a few zeros, never remove one
+    assert torch.isfinite(model(input_ids=calibration_ids).logits.float()).all()
+
+
+def test_skip_patterns_and_bad_inputs(make_tiny_model, calibration_ids):
+    model = make_tiny_model("opt")
+    layer = decoder_layers(model)[0]
+    names = prunable_linears(layer, "model.decoder.layers.0", skip=["*.self_attn.*"])
+    assert sorted(names) == ["model.decoder.layers.0.fc1", "model.decoder.layers.0.fc2"]
+
+    report = prune_model(model, calibration_ids, "magnitude", "0.5", skip=["*.fc?"], progress=False)
+    assert {r.name.rsplit(".", 1)[1] for r in report.linears} == {"q_proj", "k_proj", "v_proj", "out_proj"}
+    assert not (decoder_layers(model)[0].fc1.weight == 0).any()
+
+    with pytest.raises(ConfigError, match="skip patterns"):
+        prune_model(model, calibration_ids, "magnitude", "0.5", skip=["*"], progress=False)
+    with pytest.raises(DataError, match="int64"):
+        prune_model(model, calibration_ids.float(), "magnitude", "0.5", progress=False)
+    with pytest.raises(DataError, match="int64"):
+        prune_model(model, calibration_ids[0], "magnitude", "0.5", progress=False)
+    with pytest.raises(ConfigError, match="unknown pruning method"):
+        prune_model(model, calibration_ids, "nonsense", "0.5", progress=False)

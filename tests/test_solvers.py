@@ -1,0 +1,311 @@
+"""Layer-wise pruning solvers: exactness of the OBS algebra, exact sparsity, robustness, purity."""
+
+import logging
+import math
+
+import pytest
+import torch
+
+from iobs.errors import IobsError
+from iobs.prune.solvers import SOLVERS, solve
+from iobs.prune.sparsity import SparsitySpec, pruned_count
+
+METHODS = sorted(SOLVERS)
+
+
+def factor_activations(samples: int, features: int, seed: int, factors: int = 4) -> torch.Tensor:
+    """[samples, features] float32 activations with strong correlations: a few shared factors plus small noise."""
+    g = torch.Generator().manual_seed(seed)
+    shared = torch.randn(samples, factors, generator=g) @ torch.randn(factors, features, generator=g)
+    return shared + 0.3 * torch.randn(samples, features, generator=g)
+
+
+def hessian_of(x: torch.Tensor) -> torch.Tensor:
+    """H = (2/N) X^T X for activations x [N, in], the driver's convention."""
+    return 2.0 / x.shape[0] * x.T @ x
+
+
+def layer(out_features: int, in_features: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    x = factor_activations(4 * in_features, in_features, seed)
+    weight = torch.randn(out_features, in_features, generator=torch.Generator().manual_seed(seed + 1))
+    return weight, hessian_of(x)
+
+
+def removal_by_least_squares(w: torch.Tensor, h: torch.Tensor, q: int) -> tuple[torch.Tensor, float]:
+    """Brute force: the best w' with w'_q = 0, by solving the normal equations on the other coordinates (float64)."""
+    others = [i for i in range(len(w)) if i != q]
+    new = torch.zeros_like(w)
+    new[others] = w[others] + torch.linalg.solve(h[others][:, others], h[others, q] * w[q])
+    delta = w - new
+    return new, float(delta @ h @ delta)
+
+
+def expected_pruned(method: str, spec: SparsitySpec, shape: tuple[int, int]) -> int:
+    out_features, in_features = shape
+    if spec.is_nm:
+        return out_features * in_features * spec.n // spec.m
+    if method in ("magnitude", "sparsegpt"):  # counted over the whole layer
+        return pruned_count(out_features * in_features, spec.fraction)
+    return out_features * pruned_count(in_features, spec.fraction)  # wanda, obc: per row
+
+
+# ---------------------------------------------------------------- SparsitySpec
+
+@pytest.mark.parametrize("text, fraction, label, is_nm", [
+    ("0.5", 0.5, "0.5", False), (0.7, 0.7, "0.7", False), ("0.50", 0.5, "0.5", False),
+    ("2:4", 0.5, "2:4", True), (" 4:8 ", 0.5, "4:8", True), ("1:4", 0.25, "1:4", True), (0, 0.0, "0.0", False),
+])
+def test_spec_parse(text, fraction, label, is_nm):
+    spec = SparsitySpec.parse(text)
+    assert (spec.fraction, spec.label, spec.is_nm) == (fraction, label, is_nm)
+    assert SparsitySpec.parse(spec.label) == spec
+
+
+@pytest.mark.parametrize("text", ["1.0", "1.5", "-0.1", "nan", "abc", "4:2", "0:4", "2:2", "2:x", "2:4:8", True, None])
+def test_spec_parse_rejects_bad_input_in_one_line(text):
+    with pytest.raises((IobsError, ValueError)) as err:
+        SparsitySpec.parse(text)
+    assert "\n" not in str(err.value) and len(str(err.value)) > 20
+
+
+def test_pruned_count_is_floor_robust_to_float_error():
+    assert pruned_count(100, 0.29) == 29  # 0.29 * 100 == 28.999999999999996
+    assert pruned_count(13, 0.5) == 6 and pruned_count(13, 0.7) == 9 and pruned_count(10, 0.0) == 0
+
+
+# ---------------------------------------------------------------- the OBS algebra
+
+def test_single_removal_closed_form_matches_least_squares():
+    w_all, h = layer(1, 9, seed=3)
+    w, h = w_all[0].double(), h.double()
+    hinv = torch.linalg.inv(h)
+    for q in range(len(w)):
+        closed = w - w[q] / hinv[q, q] * hinv[:, q]
+        brute, brute_loss = removal_by_least_squares(w, h, q)
+        assert closed[q].abs() < 1e-9
+        torch.testing.assert_close(closed, brute, rtol=1e-7, atol=1e-9)
+        assert math.isclose(float(w[q] ** 2 / hinv[q, q]), brute_loss, rel_tol=1e-7)
+
+
+def test_obc_single_removal_is_the_brute_force_best():
+    weight, h = layer(6, 9, seed=4)
+    spec = SparsitySpec.parse("0.12")  # floor(0.12 * 9) = exactly one weight per row
+    result = solve("obc", weight, h, spec, percdamp=0.0)
+    hd = h.double()
+    total = 0.0
+    for row in range(weight.shape[0]):
+        w = weight[row].double()
+        candidates = [removal_by_least_squares(w, hd, q) for q in range(len(w))]
+        best = min(range(len(w)), key=lambda q: candidates[q][1])
+        assert (~result.mask[row]).nonzero().flatten().tolist() == [best]
+        torch.testing.assert_close(result.weight[row].double(), candidates[best][0], rtol=1e-3, atol=1e-4)
+        total += candidates[best][1]
+    assert math.isclose(result.loss, total, rel_tol=1e-3)
+
+
+def test_obc_follows_the_brute_force_greedy_path():
+    """Every step removes the weight whose removal (with re-optimised other weights) costs least given the earlier
+    removals; the least-squares brute force never touches an inverse Hessian downdate."""
+    weight, h = layer(3, 8, seed=20)
+    result = solve("obc", weight, h, "0.625", percdamp=0.0)  # 5 of 8 per row
+    hd = h.double()
+    for row in range(weight.shape[0]):
+        w, removed = weight[row].double(), []
+        for _ in range(5):
+            def cost(q):
+                kept = [i for i in range(8) if i not in removed + [q]]
+                gone = removed + [q]
+                fit = w[kept] + torch.linalg.solve(hd[kept][:, kept], hd[kept][:, gone] @ w[gone])
+                delta = w.clone()
+                delta[kept] -= fit
+                return float(delta @ hd @ delta)
+            removed.append(min((q for q in range(8) if q not in removed), key=cost))
+        assert sorted(removed) == (~result.mask[row]).nonzero().flatten().tolist()
+
+
+def test_obc_weights_are_optimal_on_their_own_support():
+    weight, h = layer(5, 16, seed=5)
+    result = solve("obc", weight, h, "0.7", percdamp=0.0)
+    hd = h.double()
+    for row in range(weight.shape[0]):
+        kept, gone = result.mask[row], ~result.mask[row]
+        w = weight[row].double()
+        best = torch.zeros_like(w)
+        best[kept] = w[kept] + torch.linalg.solve(hd[kept][:, kept], hd[kept][:, gone] @ w[gone])
+        torch.testing.assert_close(result.weight[row].double(), best, rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize("text", ["0.5", "2:4"])
+def test_sparsegpt_matches_column_by_column_obs_definition(text):
+    """Reference without Cholesky or lazy blocks: column i's error goes to columns >= i via inv(H[i:, i:]).
+    Unstructured: replay the solver's mask. N:M: choose it here, from the weights updated so far."""
+    weight, h = layer(6, 24, seed=6)
+    result = solve("sparsegpt", weight, h, text, blocksize=8)
+    hd = h.double() + 0.01 * h.diagonal().mean().double() * torch.eye(24, dtype=torch.float64)
+    hinv_rest = [torch.linalg.inv(hd[i:, i:]) for i in range(24)]
+    w, keep = weight.double().clone(), result.mask.clone()
+    for i in range(24):
+        if text == "2:4" and i % 4 == 0:
+            saliency = torch.stack([w[:, j] ** 2 / hinv_rest[j][0, 0] for j in range(i, i + 4)], dim=1)
+            lowest = saliency.argsort(dim=1)[:, :2]
+            keep[:, i:i + 4] = torch.ones(6, 4, dtype=torch.bool).scatter_(1, lowest, False)
+        error = w[:, i] * (~keep[:, i]) / hinv_rest[i][0, 0]
+        w[:, i:] -= error[:, None] * hinv_rest[i][0][None]
+        w[:, i] *= keep[:, i]
+    assert torch.equal(keep, result.mask)
+    torch.testing.assert_close(result.weight.double(), w, rtol=1e-3, atol=1e-3)
+
+
+def test_sparsegpt_block_mask_uses_obs_saliency():
+    """One block: the pruned set is the lowest w^2 / [inv(H[i:, i:])]_00 over the whole block (not per row)."""
+    weight, h = layer(6, 16, seed=21)
+    result = solve("sparsegpt", weight, h, "0.5")
+    hd = h.double() + 0.01 * h.diagonal().mean().double() * torch.eye(16, dtype=torch.float64)
+    variances = torch.stack([torch.linalg.inv(hd[i:, i:])[0, 0] for i in range(16)])
+    saliency = weight.double().square() / variances
+    assert saliency[~result.mask].max() < saliency[result.mask].min()
+    assert not torch.all((~result.mask).sum(1) == 8)  # the block-wide choice leaves rows uneven
+
+
+def test_sparsegpt_lazy_block_updates_do_not_change_nm_result():
+    weight, h = layer(6, 32, seed=7)
+    results = [solve("sparsegpt", weight, h, "2:4", blocksize=b) for b in (4, 8, 32)]
+    for other in results[1:]:
+        assert torch.equal(other.mask, results[0].mask)
+        torch.testing.assert_close(other.weight, results[0].weight, rtol=1e-4, atol=1e-5)
+
+
+def test_sparsegpt_with_identity_hessian_prunes_smallest_per_block_and_keeps_weights():
+    weight = torch.randn(8, 40, generator=torch.Generator().manual_seed(8))
+    result = solve("sparsegpt", weight, torch.eye(40), "0.5", blocksize=16)
+    for start, end in ((0, 16), (16, 32), (32, 40)):
+        block, keep = weight[:, start:end], result.mask[:, start:end]
+        count = pruned_count(8 * end, 0.5) - pruned_count(8 * start, 0.5)
+        assert int((~keep).sum()) == count
+        assert block.abs()[~keep].max() < block.abs()[keep].min()
+    assert torch.equal(result.weight[result.mask], weight[result.mask])
+
+
+# ---------------------------------------------------------------- sparsity, masks, loss
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("text, shape", [("0.5", (7, 13)), ("0.7", (7, 13)), ("0.5", (3, 40)),
+                                         ("2:4", (5, 24)), ("4:8", (5, 24)), ("1:4", (3, 8))])
+def test_achieved_sparsity_is_exact(method, text, shape):
+    spec = SparsitySpec.parse(text)
+    weight, h = layer(*shape, seed=9)
+    options = {"blocksize": 8} if method == "sparsegpt" else {}  # several blocks, an odd last one
+    result = solve(method, weight, h, spec, **options)
+    assert result.mask.dtype == torch.bool and result.mask.shape == weight.shape
+    assert int((~result.mask).sum()) == expected_pruned(method, spec, shape)
+    assert torch.all(result.weight[~result.mask] == 0)
+    if method in ("wanda", "obc") and not spec.is_nm:
+        assert torch.all((~result.mask).sum(1) == pruned_count(shape[1], spec.fraction))
+    if spec.is_nm:
+        per_group = (~result.mask).reshape(shape[0], -1, spec.m).sum(2)
+        assert torch.all(per_group == spec.n)
+
+
+def test_magnitude_row_scope_prunes_equal_counts_per_row():
+    weight, h = layer(7, 13)
+    result = solve("magnitude", weight, h, "0.5", scope="row")
+    assert torch.all((~result.mask).sum(1) == 6)
+    for row in range(7):
+        assert weight[row].abs()[~result.mask[row]].max() <= weight[row].abs()[result.mask[row]].min()
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_returned_loss_is_the_output_reconstruction_error(method):
+    x = factor_activations(96, 16, seed=10)
+    weight = torch.randn(6, 16, generator=torch.Generator().manual_seed(11))
+    result = solve(method, weight, hessian_of(x), "0.5")
+    direct = float(((weight.double() - result.weight.double()) @ x.double().T).square().sum() * 2 / x.shape[0])
+    assert direct > 0 and math.isclose(result.loss, direct, rel_tol=1e-4)
+
+
+@pytest.mark.parametrize("text", ["0.5", "0.7", "2:4"])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_second_order_solvers_beat_magnitude_on_correlated_inputs(text, seed):
+    weight, h = layer(16, 32, seed=seed)
+    magnitude = solve("magnitude", weight, h, text).loss
+    assert solve("sparsegpt", weight, h, text, blocksize=16).loss < magnitude
+    assert solve("obc", weight, h, text).loss < magnitude
+
+
+# ---------------------------------------------------------------- robustness and purity
+
+@pytest.mark.parametrize("method", METHODS)
+def test_dead_inputs_give_finite_output_and_zero_columns(method):
+    x = factor_activations(64, 16, seed=12)
+    x[:, [0, 5, 6]] = 0.0
+    weight = torch.randn(6, 16, generator=torch.Generator().manual_seed(13))
+    result = solve(method, weight, hessian_of(x), "0.5")
+    assert torch.isfinite(result.weight).all() and math.isfinite(result.loss)
+    if method in ("sparsegpt", "obc"):
+        assert torch.all(result.weight[:, [0, 5, 6]] == 0)
+    assert int((~result.mask).sum()) == expected_pruned(method, SparsitySpec.parse("0.5"), (6, 16))
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_rank_deficient_hessian_gives_finite_output(method):
+    x = factor_activations(5, 24, seed=14)  # 5 samples for 24 inputs: H has rank 5
+    weight = torch.randn(4, 24, generator=torch.Generator().manual_seed(15))
+    result = solve(method, weight, hessian_of(x), "2:4")
+    assert torch.isfinite(result.weight).all() and math.isfinite(result.loss)
+
+
+@pytest.mark.parametrize("method", ["sparsegpt", "obc"])
+def test_indefinite_hessian_retries_with_more_damping(method, caplog):
+    g = torch.Generator().manual_seed(16)
+    noise = torch.randn(12, 12, generator=g)
+    h = torch.eye(12) + 2.0 * (noise + noise.T).fill_diagonal_(0)
+    assert torch.linalg.eigvalsh(h).min() < 0
+    weight = torch.randn(4, 12, generator=g)
+    with caplog.at_level(logging.WARNING, logger="iobs"):
+        result = solve(method, weight, h, "0.5")
+    assert torch.isfinite(result.weight).all()
+    assert any("not positive definite" in r.getMessage() for r in caplog.records)
+    with pytest.raises(IobsError, match="not positive definite even with damping"):
+        solve(method, weight, h, "0.5", max_damp_retries=0)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_inputs_are_not_modified(method):
+    x = factor_activations(64, 16, seed=17)
+    x[:, 3] = 0.0  # dead input: solvers patch H and W, which must happen on copies
+    h = hessian_of(x)
+    weight = torch.randn(6, 16, generator=torch.Generator().manual_seed(18))
+    weight_before, h_before = weight.clone(), h.clone()
+    solve(method, weight, h, "0.5")
+    assert torch.equal(weight, weight_before) and torch.equal(h, h_before)
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_weights_round_trip_dtype(method, dtype):
+    weight, h = layer(6, 16, seed=19)
+    result = solve(method, weight.to(dtype), h.double(), "2:4")
+    assert result.weight.dtype == dtype and torch.isfinite(result.weight).all()
+    assert torch.all(result.weight[~result.mask] == 0)
+    assert result.loss == pytest.approx(solve(method, weight.to(dtype).float(), h, "2:4").loss, rel=0.05)
+
+
+# ---------------------------------------------------------------- one-line errors
+
+@pytest.mark.parametrize("call, needle", [
+    (lambda w, h: solve("sparse", w, h, "0.5"), "unknown pruning method"),
+    (lambda w, h: solve("sparsegpt", w, h, "0.5", block_size=64), "unknown option"),
+    (lambda w, h: solve("magnitude", w[:, :10], h[:10, :10], "2:4"), "divisible by 4"),
+    (lambda w, h: solve("wanda", w, h[:8, :8], "0.5"), "hessian must be"),
+    (lambda w, h: solve("wanda", w[0], h, "0.5"), "weight must be"),
+    (lambda w, h: solve("obc", w.index_fill(1, torch.tensor([2]), float("nan")), h, "0.5"), "NaN"),
+    (lambda w, h: solve("sparsegpt", w, -h, "0.5"), "negative diagonal"),
+    (lambda w, h: solve("obc", w, h, "0.5", max_in_features=8), "use method 'sparsegpt'"),
+    (lambda w, h: solve("sparsegpt", w, h, "2:4", blocksize=6), "multiple of m"),
+    (lambda w, h: solve("magnitude", w, h, "0.5", scope="column"), "unknown pruning scope"),
+])
+def test_bad_input_raises_one_line_error(call, needle):
+    weight, h = layer(4, 16)
+    with pytest.raises(IobsError, match=needle) as err:
+        call(weight, h)
+    assert "\n" not in str(err.value)
