@@ -17,9 +17,14 @@ report: "workflow/report/workflow.rst"
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/synthetic.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/models.smk"
+include: "workflow/rules/prune.smk"
+include: "workflow/rules/eval.smk"
 
 
 rule all:
     input:
         synthetic_targets(),
+        lm_targets(),
     default_target: True

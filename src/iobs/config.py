@@ -96,10 +96,11 @@ def _fill_defaults(instance: Any, schema: dict, root: dict | None = None) -> Non
         branch = schema.get("then" if cond else "else")
         if branch is not None:
             _fill_defaults(instance, branch, root)
-    for key, sub in schema.get("properties", {}).items():
-        sub = _resolve(sub, root)
-        if key not in instance and isinstance(sub, dict) and "default" in sub:
-            instance[key] = copy.deepcopy(sub["default"])
+    for key, raw in schema.get("properties", {}).items():
+        sub = _resolve(raw, root)
+        default_from = raw if isinstance(raw, dict) and "default" in raw else sub
+        if key not in instance and isinstance(default_from, dict) and "default" in default_from:
+            instance[key] = copy.deepcopy(default_from["default"])
         if key in instance:
             _fill_defaults(instance[key], sub, root)
     extra = schema.get("additionalProperties")
@@ -124,6 +125,21 @@ def validate_config(config: dict, schema: dict | None = None) -> dict:
 
 def _check_consistency(config: dict) -> None:
     """Cross-key rules that JSON schema cannot state."""
+    for name, model in config.get("models", {}).items():
+        here, existing = "family" in model, bool(model.get("hub") or model.get("path"))
+        if here == existing:
+            raise ConfigError(f"models.{name}: give either family (pretrain a tiny model here) or hub/path "
+                              "(an existing model), not both or neither")
+        if existing and ("dims" in model or "pretrain" in model):
+            raise ConfigError(f"models.{name}: dims and pretrain only apply to models pretrained here (family)")
+    for key in ("pruning", "iterative"):
+        for text in config.get(key, {}).get("sparsities", []):
+            if ":" in text:
+                n, m = (int(x) for x in text.split(":"))
+                if not 0 < n < m:
+                    raise ConfigError(f"{key}.sparsities: '{text}' must be N:M with 0 < N < M")
+            elif not 0 < float(text) < 1:
+                raise ConfigError(f"{key}.sparsities: '{text}' must be a fraction strictly between 0 and 1")
     for name, exp in config.get("synthetic", {}).get("experiments", {}).items():
         if exp.get("prior") == "gaussian":
             if exp["k"] < exp["k_true"]:

@@ -38,6 +38,14 @@ class JobContext:
     resources: dict[str, Any] = field(default_factory=dict)
     seed: int | None = None
 
+    @property
+    def device(self) -> str:
+        """The compute device: a GPU only when the rule was given one (resources: gpu) and torch sees one."""
+        import torch
+
+        wants_gpu = int(self.resources.get("gpu", 0) or 0) > 0
+        return "cuda" if wants_gpu and torch.cuda.is_available() else "cpu"
+
     def out(self, key: str) -> Path:
         path = Path(self.output[key])
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -58,7 +66,8 @@ def resolve(spec: str) -> Callable[[JobContext], dict | None]:
 def _named(io) -> dict[str, Any]:
     """Snakemake's Namedlist -> plain dict of its named entries."""
     names = dict(io.items()) if hasattr(io, "items") else {}
-    return {k: (list(v) if not isinstance(v, str) and hasattr(v, "__iter__") else v) for k, v in names.items()}
+    # Namedlist entries (lists of files) become plain lists; dict and scalar params pass through unchanged
+    return {k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in names.items()}
 
 
 def configure_logging(log_path: str | None) -> None:

@@ -20,3 +20,114 @@ JOB_SCRIPT = "../scripts/job.py"
 ENV = "../envs/iobs.yaml"
 RESULTS = "results"
 SYN = config["synthetic"]
+
+# ---- language models ------------------------------------------------------------------------------------------
+import hashlib
+import json
+
+MODELS = config.get("models", {})
+LOCAL_TOKENIZER = "bpe"  # the tokenizer trained here, shared by every model pretrained here
+ONESHOT_METHODS = config["pruning"]["methods"] if MODELS else []
+ITER = config["iterative"]
+
+
+def made_here(model):
+    return "family" in MODELS[model]
+
+
+def tokenizer_label(model):
+    """Streams and calibration batches are keyed by tokenizer: models pretrained here share one."""
+    return LOCAL_TOKENIZER if made_here(model) else model
+
+
+def existing_model_source(model):
+    spec = MODELS[model]
+    return spec.get("path") or spec["hub"]
+
+
+def dense_input(model):
+    """{model: dir} for models made here; {} for hub/local models (passed as a param, not a file dependency)."""
+    return {"model": f"{RESULTS}/models/{model}/dense"} if made_here(model) else {}
+
+
+def dense_param(model):
+    return None if made_here(model) else existing_model_source(model)
+
+
+def model_key(model):
+    spec = MODELS[model]
+    return f"models.{model}.path" if spec.get("path") else f"models.{model}.hub"
+
+
+def source_slug(spec):
+    """A file-name-safe, content-derived name for a text source, so equal specs share one token stream."""
+    slug = f"{spec['kind']}-{spec.get('split', 'default')}"
+    extra = {k: v for k, v in spec.items() if k not in ("kind", "split")}
+    if extra:
+        slug += "-" + hashlib.sha1(json.dumps(extra, sort_keys=True).encode()).hexdigest()[:8]
+    return slug
+
+
+def _sources():
+    """slug -> source spec, for every text source the config uses."""
+    specs = [config["calibration"]["source"], {"kind": "stdlib", "split": "train"}, {"kind": "stdlib", "split": "valid"}]
+    specs += [spec for splits in config["eval"].get("sets", {}).values() for spec in splits.values()]
+    return {source_slug(s): s for s in specs if s}
+
+
+SOURCES = _sources() if MODELS else {}
+
+
+def stream_path(tok, spec):
+    return f"{RESULTS}/data/streams/{tok}/{source_slug(spec)}.pt"
+
+
+def batch_index(round_index):
+    """Calibration batch of round r (1-based): batch 0 (the base set) at round 1, then fresh ones unless fixed."""
+    return 0 if ITER["batches"] == "fixed" else int(round_index) - 1
+
+
+def model_dir(model, method, sparsity, round_index):
+    """Where the model evaluated under (method, sparsity, round) lives (a directory, hub id or path)."""
+    round_index = int(round_index)
+    if method == "dense":
+        return dense_input(model).get("model") or existing_model_source(model)
+    if method == "dense_ft_dense":  # the matching dense reference: dense_ft's state after round r-1
+        if round_index == 1:
+            return model_dir(model, "dense", "0", 0)
+        return f"{RESULTS}/prune/{model}/dense_ft/{sparsity}/round{round_index - 1}/state"
+    return f"{RESULTS}/prune/{model}/{method}/{sparsity}/round{round_index}/model"
+
+
+def evaluated_models():
+    """(model, method, sparsity, round) of everything the pipeline evaluates."""
+    out = []
+    for model in MODELS:
+        out.append((model, "dense", "0", 0))
+        out += [(model, m, s, 0) for m in ONESHOT_METHODS for s in config["pruning"]["sparsities"]]
+        for v in ITER["variants"]:
+            for s in ITER["sparsities"]:
+                out += [(model, v, s, r) for r in range(1, ITER["rounds"] + 1)]
+                if v == "dense_ft":
+                    out += [(model, "dense_ft_dense", s, r) for r in range(1, ITER["rounds"] + 1)]
+    return out
+
+
+# (eval set, split, source spec) of every evaluation stream, in config order
+EVAL_STREAMS = [(name, split, spec) for name, splits in config["eval"].get("sets", {}).items()
+                for split, spec in splits.items()]
+
+
+def eval_path(model, method, sparsity, round_index):
+    return f"{RESULTS}/eval/{model}/{method}/{sparsity}/round{round_index}/perplexity.json"
+
+
+def prune_metrics_path(model, method, sparsity, round_index):
+    """The metrics JSON of the job that made an evaluated model (None for the dense model and dense references)."""
+    if method in ("dense", "dense_ft_dense"):
+        return None
+    return f"{RESULTS}/prune/{model}/{method}/{sparsity}/round{round_index}/metrics.json"
+
+
+def lm_targets():
+    return [f"{RESULTS}/tables/pruning.csv"] if MODELS else []

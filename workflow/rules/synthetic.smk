@@ -1,35 +1,18 @@
 # Synthetic sparse recovery (the paper's Figure 1 and appendix reconstruction figure), plus the small-d
 # quadratic-rate experiment. One job per (experiment, algorithm); one notebook draws everything.
-from iobs.recovery.problems import resolve_image_source
+import sys
+
+from iobs.errors import DataError
+from iobs.recovery.workflow import (experiment_params, rate_targets, resolve_image_sources, run_targets,
+                                    synthetic_targets)
 
 ALGORITHMS = "kiht|topk_iobs|iobs"
 
-
-def synthetic_experiment(wildcards):
-    """The experiment's config with its image source resolved (so adding MNIST later reruns the job)."""
-    exp = dict(SYN["experiments"][wildcards.experiment])
-    if exp["prior"] == "image":
-        exp["image_source"] = resolve_image_source(exp["image_source"], exp.get("mnist_dir"))
-    return exp
-
-
-def synthetic_runs():
-    return [
-        f"{RESULTS}/synthetic/{name}/{algorithm}/trajectories.npz"
-        for name, exp in SYN["experiments"].items()
-        for algorithm in exp["algorithms"]
-    ]
-
-
-def synthetic_rate_runs():
-    return [f"{RESULTS}/synthetic-rates/{algorithm}/trajectories.npz" for algorithm in SYN["rates"]["algorithms"]]
-
-
-def synthetic_targets():
-    return [
-        f"{RESULTS}/tables/synthetic_final.csv",
-        f"{RESULTS}/tables/synthetic_rates.csv",
-    ]
+# Resolved once while planning: image_source "mnist" with a missing folder stops here with one line.
+try:
+    IMAGE_SOURCES = resolve_image_sources(SYN)
+except DataError as err:
+    sys.exit(f"data error: {err}")
 
 
 rule synthetic_run:
@@ -40,7 +23,7 @@ rule synthetic_run:
         algorithm=ALGORITHMS,
     params:
         job="iobs.recovery.jobs:run_synthetic",
-        experiment=synthetic_experiment,
+        experiment=lambda w: experiment_params(SYN, IMAGE_SOURCES, w.experiment),
         algorithm=lambda w: w.algorithm,
         seed=SYN["seed"],
         max_supports=SYN["max_supports"],
@@ -71,6 +54,8 @@ rule synthetic_rates:
         max_supports=SYN["max_supports"],
     log:
         f"{RESULTS}/logs/synthetic-rates/{{algorithm}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/synthetic-rates/{{algorithm}}.tsv"
     threads: 1
     resources:
         mem_mb=1000,
@@ -82,8 +67,8 @@ rule synthetic_rates:
 
 rule synthetic_figures:
     input:
-        runs=synthetic_runs(),
-        rates=synthetic_rate_runs(),
+        runs=run_targets(SYN, RESULTS),
+        rates=rate_targets(SYN, RESULTS),
     output:
         table=report(f"{RESULTS}/tables/synthetic_final.csv", caption="../report/synthetic_final.rst",
                      category="Synthetic sparse recovery"),
@@ -91,8 +76,12 @@ rule synthetic_figures:
                            category="Synthetic sparse recovery"),
         figures=report(directory(f"{RESULTS}/figures/synthetic"), patterns=["{name}.png"],
                        caption="../report/synthetic_figures.rst", category="Synthetic sparse recovery"),
+    params:
+        reconstructions=SYN["reconstructions"],
     log:
         notebook=f"{RESULTS}/notebooks/synthetic.ipynb",
+    benchmark:
+        f"{RESULTS}/benchmarks/synthetic/figures.tsv"
     threads: 1
     resources:
         mem_mb=2000,

@@ -1,0 +1,90 @@
+"""Calibration and evaluation windows cut from token streams (or, for the C4 protocol, from documents).
+
+- Calibration (stream): N windows of L tokens at uniformly random starts in the stream, from a torch.Generator
+  seeded with `seed`; windows may overlap each other and cross file boundaries of the corpus.
+- Calibration (documents, the SparseGPT/GPTQ C4 recipe): with Python's random.Random(seed), repeatedly pick a random
+  document until its token count exceeds L, then a random L-token window inside it. Same draws as the reference
+  (which seeds the global `random`), so with the same documents and tokenizer it gives the same windows.
+- Fresh batches per round: round_seed(seed, r) is `seed` for r = 0 (the calibration set itself, so the first round
+  of I-OBS prunes exactly like SparseGPT) and an independent seed derived from (seed, r) for r >= 1.
+- Evaluation: non-overlapping consecutive windows of seqlen from the start of the stream, the incomplete tail
+  dropped (as the reference does), optionally only the first max_windows of them (a token cap).
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from iobs.errors import DataError
+
+
+def round_seed(seed: int, round_index: int) -> int:
+    """Seed of the calibration batch of round `round_index` (0 = the base calibration set)."""
+    if round_index < 0:
+        raise ValueError(f"round_index must be >= 0, got {round_index}")
+    if round_index == 0:
+        return int(seed)
+    state = np.random.SeedSequence([int(seed), int(round_index)]).generate_state(1, np.uint64)[0]
+    return int(state) & (2**63 - 1)
+
+
+def random_windows(stream: torch.Tensor, num_windows: int, length: int, seed: int) -> torch.Tensor:
+    """Tensor[num_windows, length] int64 of windows at seeded random starts in stream (Tensor[T], any int dtype)."""
+    if num_windows < 1 or length < 1:
+        raise DataError(f"calibration needs at least one window of at least one token, got {num_windows} x {length}")
+    if stream.numel() < length:
+        raise DataError(f"the token stream has {stream.numel()} tokens, fewer than one window of {length}: "
+                        "use shorter windows or a larger source")
+    generator = torch.Generator().manual_seed(int(seed))
+    starts = torch.randint(0, stream.numel() - length + 1, (num_windows,), generator=generator)
+    offsets = torch.arange(length)
+    return stream.long()[starts[:, None] + offsets[None, :]]
+
+
+def calibration_batch(stream: torch.Tensor, num_windows: int, length: int, seed: int = 0,
+                      round_index: int = 0) -> torch.Tensor:
+    """The calibration windows of one round: Tensor[num_windows, length] int64 (round 0 = the calibration set)."""
+    return random_windows(stream, num_windows, length, round_seed(seed, round_index))
+
+
+def document_windows(documents: Sequence[str], encode: Callable[[str], list[int]], num_windows: int, length: int,
+                     seed: int = 0, max_draws: int = 1_000_000) -> torch.Tensor:
+    """SparseGPT/GPTQ C4 calibration: Tensor[num_windows, length] int64 (see the module docstring).
+
+    encode(text) -> token ids of one document (the reference calls the tokenizer with its defaults).
+    """
+    if not documents:
+        raise DataError("document calibration needs at least one document")
+    rng = random.Random(seed)
+    rows, draws = [], 0
+    for _ in range(num_windows):
+        while True:
+            draws += 1
+            if draws > max_draws:
+                raise DataError(f"found no document longer than {length} tokens in {max_draws} draws: "
+                                "use shorter calibration windows or another source")
+            ids = encode(documents[rng.randint(0, len(documents) - 1)])
+            if len(ids) > length:
+                break
+        start = rng.randint(0, len(ids) - length - 1)
+        rows.append(ids[start:start + length])
+    return torch.tensor(rows, dtype=torch.int64)
+
+
+def eval_windows(stream: torch.Tensor, seqlen: int, max_windows: int | None = None) -> torch.Tensor:
+    """Tensor[W, seqlen] int64: consecutive non-overlapping windows, tail dropped, at most max_windows of them."""
+    if seqlen < 2:
+        raise DataError(f"evaluation seqlen must be at least 2 tokens (one is predicted from the other), got {seqlen}")
+    count = stream.numel() // seqlen
+    if count == 0:
+        raise DataError(f"the token stream has {stream.numel()} tokens, fewer than one window of {seqlen}: "
+                        "use a shorter seqlen or a larger source")
+    if max_windows is not None:
+        if max_windows < 1:
+            raise DataError(f"max_windows must be >= 1 or null (all windows), got {max_windows}")
+        count = min(count, max_windows)
+    return stream[: count * seqlen].long().view(count, seqlen)

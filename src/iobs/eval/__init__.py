@@ -1,0 +1,1 @@
+"""Evaluation of (pruned) language models: perplexity per the SparseGPT protocol."""

@@ -1,0 +1,1 @@
+"""I-OBS for language models: rounds of (Hessian-aware projection onto the sparsity target, gradient steps)."""

@@ -1,0 +1,57 @@
+"""Job function (see iobs.jobs): one round of I-OBS or of one of its controls."""
+
+from __future__ import annotations
+
+import logging
+
+from iobs.data.files import load_tensor
+from iobs.iterative.rounds import run_round, variant
+from iobs.iterative.steps import StepConfig
+from iobs.jobs import JobContext
+from iobs.models.load import load_model, load_tokenizer
+from iobs.prune.save import load_masks, save_masks, save_pruned_model
+from iobs.provenance import atomic_write_json
+
+log = logging.getLogger(__name__)
+
+
+def iterative_round(ctx: JobContext) -> dict:
+    """Round r of a variant (iobs | sparsegpt_ft | dense_ft), from round r-1's state.
+
+    inputs: windows (this round's calibration batch, Tensor[N, L] int64); state (round r-1's state directory;
+            absent at r = 1, where the dense model comes from input `model` or param `model`); previous_masks and
+            first_masks (masks.pt of rounds r-1 and 1, from r = 2 on).
+    outputs: model (directory: the round's sparse model, evaluated), state (directory: what round r+1 starts
+             from), masks (masks.pt), metrics (JSON: projection report, step losses, mask dynamics, seconds).
+    params: variant, round, solver, sparsity, options (solver options), steps (StepConfig fields), seed, model,
+            model_key, dtype, batch_size.
+    """
+    p = ctx.params
+    round_index = int(p["round"])
+    source = ctx.input.get("state") or ctx.input.get("model") or p["model"]
+    key = None if ctx.input.get("state") else p.get("model_key")
+    state = load_model(source, p.get("dtype", "float32"), "cpu", key=key)
+    tokenizer = load_tokenizer(source, key=key)
+    previous = load_masks(ctx.input["previous_masks"]) if ctx.input.get("previous_masks") else None
+    first = load_masks(ctx.input["first_masks"]) if ctx.input.get("first_masks") else previous
+    batch = load_tensor(ctx.input["windows"], "calibration windows")
+
+    def save_sparse(model, masks):
+        save_pruned_model(model, ctx.out("model"), masks=masks, tokenizer=tokenizer)
+
+    result = run_round(state, batch, round_index, variant(p["variant"]), solver=p["solver"], sparsity=p["sparsity"],
+                       steps=StepConfig(**p["steps"]), solver_options=p.get("options") or {},
+                       previous_masks=previous, first_masks=first, seed=int(p.get("seed", 0)),
+                       on_sparse=save_sparse, device=ctx.device)
+    save_pruned_model(result.state, ctx.out("state"), tokenizer=tokenizer)
+    save_masks(result.masks, ctx.out("masks"))
+    metrics = {
+        "variant": p["variant"], "round": round_index, "sparsity": p["sparsity"], "solver": p["solver"],
+        "projection": result.projection.to_dict() if result.projection else None,
+        "step_losses": result.step_losses, "dynamics": result.dynamics, "seconds": result.seconds,
+    }
+    atomic_write_json(ctx.out("metrics"), metrics)
+    changed = result.dynamics.get("changed_since_previous", {}).get("total")
+    log.info("%s round %d: %d steps, loss %s -> %s, mask changed since previous round: %s", p["variant"],
+             round_index, len(result.step_losses), result.step_losses[:1], result.step_losses[-1:], changed)
+    return {"round": {"seconds": result.seconds, "mask_changed_since_previous": changed}}

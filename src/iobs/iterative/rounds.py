@@ -1,0 +1,125 @@
+"""One I-OBS round, and the two controls that share its code (paper-notes section 3; issue 6).
+
+A round r takes the state left by round r-1 (the dense model at r = 1) and this round's calibration batch X_r:
+  1. projection: prune the state layer by layer onto the sparsity target with the solver (SparseGPT or OBC);
+     the result is the round's sparse model, "I-OBS(r)", which is evaluated;
+  2. gradient steps on the calibration LM loss with X_r; the stepped weights are the state for round r+1.
+Round 1's projection of the dense model with the base calibration batch is exactly one-shot SparseGPT.
+
+The controls differ only in their Schedule, so they use the same batches, optimizer and step counts:
+  sparsegpt_ft: project once (round 1), then masked steps; round r's model = SparseGPT + (r-1) blocks of masked
+                fine-tuning.
+  dense_ft:     steps on the unpruned model; round r's model = one-shot projection of the dense model after r-1
+                blocks of steps (and the dense state itself is the matching dense reference).
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field, replace
+from typing import Callable
+
+import torch
+from torch import nn
+
+from iobs.errors import ConfigError
+from iobs.iterative.dynamics import changed_fraction, regrowth
+from iobs.iterative.steps import StepConfig, gradient_steps
+from iobs.prune.driver import PruneReport, prune_model
+
+
+@dataclass(frozen=True)
+class Schedule:
+    project_every_round: bool  # False: only round 1 projects; later rounds keep the mask
+    masked_steps: bool | None  # None: as the step config says; True/False: forced
+    carry_projection: bool  # False: the steps continue from the unprojected state (the dense reference)
+
+
+VARIANTS = {
+    "iobs": Schedule(project_every_round=True, masked_steps=None, carry_projection=True),
+    "sparsegpt_ft": Schedule(project_every_round=False, masked_steps=True, carry_projection=True),
+    "dense_ft": Schedule(project_every_round=True, masked_steps=False, carry_projection=False),
+}
+
+
+@dataclass
+class RoundResult:
+    masks: dict[str, torch.Tensor]  # Linear name -> bool [out, in], True = kept
+    state: nn.Module  # what round r+1 starts from
+    step_losses: list[float]
+    projection: PruneReport | None
+    dynamics: dict = field(default_factory=dict)
+    seconds: dict = field(default_factory=dict)
+
+
+def variant(name: str) -> Schedule:
+    if name not in VARIANTS:
+        raise ConfigError(f"unknown iterative variant '{name}' (choose one of {', '.join(VARIANTS)})")
+    return VARIANTS[name]
+
+
+def current_masks(model: nn.Module, names) -> dict[str, torch.Tensor]:
+    modules = dict(model.named_modules())
+    return {name: (modules[name].weight != 0).detach().cpu() for name in names}
+
+
+def run_round(state: nn.Module, batch: torch.Tensor, round_index: int, schedule: Schedule, *, solver: str,
+              sparsity: str, steps: StepConfig, solver_options: dict | None = None,
+              previous_masks: dict[str, torch.Tensor] | None = None,
+              first_masks: dict[str, torch.Tensor] | None = None, seed: int = 0, take_steps: bool = True,
+              on_sparse: Callable[[nn.Module, dict[str, torch.Tensor]], None] | None = None,
+              progress: bool = False, device=None) -> RoundResult:
+    """Run round `round_index` (1-based) on `state` (modified in place), with calibration batch [N, L] int64.
+
+    on_sparse(model, masks) receives the round's sparse model ("I-OBS(r)") before any gradient step, e.g. to save
+    it: no second copy of the model is kept in memory (dense_ft keeps one state_dict copy of the dense weights).
+    previous_masks / first_masks: the masks of rounds r-1 and 1 (for the mask dynamics, and as the fixed mask of
+    non-projecting rounds). take_steps=False skips the gradient steps.
+    """
+    if round_index < 1:
+        raise ConfigError(f"rounds are numbered from 1, got {round_index}")
+    timings = {}
+    project = round_index == 1 or schedule.project_every_round
+    projection = None
+    pre_projection = None
+    dense_backup = None
+    t0 = time.perf_counter()
+    if project:
+        if previous_masks is not None:
+            modules = dict(state.named_modules())
+            pre_projection = {n: modules[n].weight.detach().cpu().clone() for n in previous_masks}
+        if not schedule.carry_projection:
+            dense_backup = copy.deepcopy(state.state_dict())
+        projection = prune_model(state, batch, solver, sparsity, options=solver_options, keep_masks=True,
+                                 progress=progress, device=device)
+        masks = projection.masks
+    else:
+        if previous_masks is None:
+            raise ConfigError(f"round {round_index} keeps the previous mask but none was given")
+        masks = previous_masks
+    timings["projection"] = time.perf_counter() - t0
+
+    dynamics = {}
+    if previous_masks is not None:
+        dynamics["changed_since_previous"] = changed_fraction(previous_masks, masks)
+        if first_masks is not None:
+            dynamics["changed_since_first"] = changed_fraction(first_masks, masks)
+        if pre_projection is not None:
+            dynamics["regrowth"] = regrowth(previous_masks, masks, pre_projection)
+
+    if on_sparse is not None:
+        on_sparse(state, masks)
+    if dense_backup is not None:
+        state.load_state_dict(dense_backup)
+        del dense_backup
+
+    losses: list[float] = []
+    t0 = time.perf_counter()
+    if take_steps and steps.steps > 0:
+        masked = steps.masked if schedule.masked_steps is None else schedule.masked_steps
+        losses = gradient_steps(state, batch, replace(steps, masked=masked), masks=masks if masked else None,
+                                seed=seed + round_index)
+    timings["steps"] = time.perf_counter() - t0
+    return RoundResult(masks=masks, state=state, step_losses=losses,
+                       projection=projection, dynamics=dynamics, seconds=timings)

@@ -1,0 +1,93 @@
+"""Loading causal LMs and tokenizers from a local directory (save_pretrained) or a Hugging Face hub id.
+
+Anything that looks like a path (see looks_local) is treated as local and must exist. Anything else is a hub id; with HF_HUB_OFFLINE set only the local HF cache is tried. Every failure to
+find or fetch becomes one DataError line naming the model and the config key to set (`key`, if given).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from iobs.data.sources import hub_offline
+from iobs.errors import DataError
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def parse_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in DTYPES:
+        raise DataError(f"dtype '{dtype}' is not supported: choose one of {', '.join(DTYPES)}")
+    return DTYPES[dtype]
+
+
+def looks_local(name_or_path: str | Path) -> bool:
+    """A Path, an absolute path, one starting with . or ~, an existing directory, or more than one '/' (hub ids are
+    'name' or 'owner/name')."""
+    text = str(name_or_path)
+    return (isinstance(name_or_path, Path) or os.path.isabs(text) or text.startswith((".", "~"))
+            or text.count("/") > 1 or "\\" in text or Path(text).is_dir())
+
+
+def _source(name_or_path: str | Path, key: str | None, what: str) -> tuple[str, bool]:
+    """The string to pass to from_pretrained and whether it is local; DataError if a local path is missing."""
+    hint = f"set {key}" if key else "pass"
+    if looks_local(name_or_path):
+        path = Path(os.path.expanduser(str(name_or_path)))
+        if not path.is_dir():
+            raise DataError(f"{what} directory {path} does not exist: {hint} to a folder written by save_pretrained")
+        return str(path), True
+    return str(name_or_path), False
+
+
+def _fetch_error(name: str, key: str | None, what: str, err: Exception) -> DataError:
+    hint = f"set {key}" if key else "pass"
+    reason = "offline mode is on and it is not in the HF cache" if hub_offline() else type(err).__name__
+    return DataError(f"cannot load {what} '{name}' from the Hugging Face hub ({reason}): "
+                     f"{hint} to a local directory saved with save_pretrained")
+
+
+def _hub_errors() -> tuple[type[Exception], ...]:
+    errors: list[type[Exception]] = [OSError, ValueError]
+    try:
+        from huggingface_hub.errors import HfHubHTTPError
+
+        errors.append(HfHubHTTPError)
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
+def load_model(name_or_path: str | Path, dtype: str | torch.dtype = "float32", device: str | torch.device = "cpu",
+               key: str | None = None):
+    """AutoModelForCausalLM in eval mode on `device`; `key` = the config key that named it (for messages)."""
+    from transformers import AutoModelForCausalLM
+
+    source, local = _source(name_or_path, key, "model")
+    try:
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=parse_dtype(dtype),
+                                                     local_files_only=local or hub_offline())
+    except _hub_errors() as err:
+        if local:  # a directory that is not a model: say so, not "hub"
+            raise DataError(f"{source} is not a loadable model directory ({type(err).__name__}: "
+                            f"{str(err).splitlines()[0][:160]}): rerun the step that writes it") from None
+        raise _fetch_error(source, key, "model", err) from None
+    return model.to(device).eval()
+
+
+def load_tokenizer(name_or_path: str | Path, key: str | None = None):
+    """transformers.AutoTokenizer from a local directory or a hub id (same rules and errors as load_model)."""
+    from transformers import AutoTokenizer
+
+    source, local = _source(name_or_path, key, "tokenizer")
+    try:
+        return AutoTokenizer.from_pretrained(source, local_files_only=local or hub_offline())
+    except _hub_errors() as err:
+        if local:
+            raise DataError(f"{source} is not a loadable tokenizer directory ({type(err).__name__}): "
+                            "rerun the step that writes it") from None
+        raise _fetch_error(source, key, "tokenizer", err) from None

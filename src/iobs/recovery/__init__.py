@@ -1,0 +1,7 @@
+"""Synthetic sparse recovery (the paper's Figure 1 and appendix figure, plus a local-rate experiment).
+
+Modules: images (MNIST / sklearn digits signals), problems (instances batched over runs, losses),
+algorithms (k-IHT, Topk-I-OBS, theoretical I-OBS as pure tensor functions), solve (iteration drivers that
+record trajectories), trajectories (npz I/O), jobs (the Snakemake job functions), report (tables),
+figures (plots), workflow (planning helpers of workflow/rules/synthetic.smk).
+"""

@@ -1,0 +1,34 @@
+"""Planning helpers for workflow/rules/synthetic.smk (kept here so the rule file holds only rules)."""
+
+from __future__ import annotations
+
+from iobs.recovery.images import resolve_image_source
+
+
+def resolve_image_sources(synthetic: dict) -> dict[str, str]:
+    """{experiment: "mnist" | "digits"} for every image-prior experiment of config["synthetic"]."""
+    return {name: resolve_image_source(exp["image_source"], exp.get("mnist_dir"),
+                                       config_key=f"synthetic.experiments.{name}.mnist_dir")
+            for name, exp in synthetic["experiments"].items() if exp["prior"] == "image"}
+
+
+def experiment_params(synthetic: dict, image_sources: dict[str, str], name: str) -> dict:
+    """The experiment's config with its image source resolved (so finding MNIST later reruns the job)."""
+    exp = dict(synthetic["experiments"][name])
+    if exp["prior"] == "image":
+        exp["image_source"] = image_sources[name]
+    return exp
+
+
+def run_targets(synthetic: dict, results: str = "results") -> list[str]:
+    return [f"{results}/synthetic/{name}/{algorithm}/trajectories.npz"
+            for name, exp in synthetic["experiments"].items() for algorithm in exp["algorithms"]]
+
+
+def rate_targets(synthetic: dict, results: str = "results") -> list[str]:
+    return [f"{results}/synthetic-rates/{algorithm}/trajectories.npz" for algorithm in synthetic["rates"]["algorithms"]]
+
+
+def synthetic_targets(results: str = "results") -> list[str]:
+    """The tables of the synthetic notebook rule (the figures directory comes with them)."""
+    return [f"{results}/tables/synthetic_final.csv", f"{results}/tables/synthetic_rates.csv"]

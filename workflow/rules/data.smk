@@ -1,0 +1,114 @@
+# Text and tokens: the stdlib corpus and tokenizer (for models pretrained here), token streams of every configured
+# source, and the calibration batches (batch 0 = the base set every one-shot method uses; batch b = round b+1's).
+
+
+rule corpus:
+    output:
+        train=f"{RESULTS}/data/corpus/train.txt",
+        valid=f"{RESULTS}/data/corpus/valid.txt",
+        test=f"{RESULTS}/data/corpus/test.txt",
+        manifest=f"{RESULTS}/data/corpus/manifest.json",
+        provenance=f"{RESULTS}/data/corpus/provenance.json",
+    params:
+        job="iobs.data.jobs:corpus",
+        stdlib_dir=config["corpus"]["stdlib_dir"],
+        fractions=config["corpus"]["fractions"],
+        max_eval_file_bytes=config["corpus"]["max_eval_file_bytes"],
+    log:
+        f"{RESULTS}/logs/data/corpus.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+    conda:
+        ENV
+    script:
+        JOB_SCRIPT
+
+
+rule tokenizer:
+    input:
+        train=rules.corpus.output.train,
+    output:
+        tokenizer=directory(f"{RESULTS}/data/tokenizer"),
+        provenance=f"{RESULTS}/data/tokenizer.provenance.json",
+    params:
+        job="iobs.data.jobs:tokenizer",
+        vocab_size=config["tokenizer"]["vocab_size"],
+    log:
+        f"{RESULTS}/logs/data/tokenizer.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/data/tokenizer.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+    conda:
+        ENV
+    script:
+        JOB_SCRIPT
+
+
+def tokenize_inputs(wildcards):
+    spec = SOURCES[wildcards.source]
+    inputs = {}
+    if wildcards.tok == LOCAL_TOKENIZER:
+        inputs["tokenizer"] = rules.tokenizer.output.tokenizer
+    if spec["kind"] == "stdlib" and not spec.get("path"):
+        inputs["text"] = f"{RESULTS}/data/corpus/{spec.get('split', 'test')}.txt"
+    return inputs
+
+
+rule tokenize:
+    input:
+        unpack(tokenize_inputs),
+    output:
+        tokens=f"{RESULTS}/data/streams/{{tok}}/{{source}}.pt",
+        provenance=f"{RESULTS}/data/streams/{{tok}}/{{source}}.provenance.json",
+    params:
+        job="iobs.data.jobs:tokenize",
+        source=lambda w: SOURCES[w.source],
+        source_key=lambda w: f"text source {w.source}",
+        tokenizer=lambda w: None if w.tok == LOCAL_TOKENIZER else existing_model_source(w.tok),
+        max_tokens=lambda w: SOURCES[w.source].get("max_tokens"),
+    log:
+        f"{RESULTS}/logs/data/streams/{{tok}}/{{source}}.log",
+    threads: 1
+    resources:
+        mem_mb=4000,
+    conda:
+        ENV
+    script:
+        JOB_SCRIPT
+
+
+def calibration_inputs(wildcards):
+    if config["calibration"]["mode"] == "documents":
+        return {"tokenizer": rules.tokenizer.output.tokenizer} if wildcards.tok == LOCAL_TOKENIZER else {}
+    return {"tokens": stream_path(wildcards.tok, config["calibration"]["source"])}
+
+
+rule calibration:
+    input:
+        unpack(calibration_inputs),
+    output:
+        windows=f"{RESULTS}/calibration/{{tok}}/batch{{batch}}.pt",
+        provenance=f"{RESULTS}/calibration/{{tok}}/batch{{batch}}.provenance.json",
+    wildcard_constraints:
+        batch=r"\d+",
+    params:
+        job="iobs.data.jobs:calibration",
+        num_windows=config["calibration"]["num_windows"],
+        length=config["calibration"]["length"],
+        seed=config["calibration"]["seed"],
+        round_index=lambda w: int(w.batch),
+        source=config["calibration"]["source"],
+        source_key="calibration.source",
+        tokenizer=lambda w: None if w.tok == LOCAL_TOKENIZER else existing_model_source(w.tok),
+    log:
+        f"{RESULTS}/logs/calibration/{{tok}}/batch{{batch}}.log",
+    threads: 1
+    resources:
+        mem_mb=4000,
+    conda:
+        ENV
+    script:
+        JOB_SCRIPT

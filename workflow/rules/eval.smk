@@ -1,0 +1,62 @@
+# Perplexity of every evaluated model (dense, one-shot, every round) on every configured eval set and split,
+# gathered into results/tables/pruning.csv.
+
+
+def eval_inputs(wildcards):
+    tok = tokenizer_label(wildcards.model)
+    inputs = {"streams": [stream_path(tok, spec) for _, _, spec in EVAL_STREAMS]}
+    source = model_dir(wildcards.model, wildcards.method, wildcards.sparsity, wildcards.round)
+    if source.startswith(f"{RESULTS}/"):
+        inputs["model"] = source
+    return inputs
+
+
+rule evaluate:
+    input:
+        unpack(eval_inputs),
+    output:
+        metrics=f"{RESULTS}/eval/{{model}}/{{method}}/{{sparsity}}/round{{round}}/perplexity.json",
+        provenance=f"{RESULTS}/eval/{{model}}/{{method}}/{{sparsity}}/round{{round}}/provenance.json",
+    wildcard_constraints:
+        round=r"\d+",
+    params:
+        job="iobs.eval.jobs:evaluate_model",
+        model=lambda w: model_dir(w.model, w.method, w.sparsity, w.round),
+        model_key=lambda w: None if made_here(w.model) else model_key(w.model),
+        dtype=lambda w: MODELS[w.model]["dtype"],
+        seqlen=config["eval"]["seqlen"],
+        max_windows=config["eval"]["max_windows"],
+        batch_size=config["eval"]["batch_size"],
+        streams=[dict(eval_set=name, split=split) for name, split, _ in EVAL_STREAMS],
+        labels=lambda w: dict(model=w.model, method=w.method, sparsity=w.sparsity, round=int(w.round)),
+    log:
+        f"{RESULTS}/logs/eval/{{model}}/{{method}}/{{sparsity}}/round{{round}}.log",
+    threads: 1
+    resources:
+        mem_mb=4000,
+        gpu=0,
+    conda:
+        ENV
+    script:
+        JOB_SCRIPT
+
+
+rule pruning_table:
+    input:
+        evals=[eval_path(*m) for m in evaluated_models()],
+        prune_metrics=sorted({p for p in (prune_metrics_path(*m) for m in evaluated_models()) if p}),
+    output:
+        table=report(f"{RESULTS}/tables/pruning.csv", caption="../report/pruning_table.rst",
+                     category="Language-model pruning"),
+        provenance=f"{RESULTS}/tables/pruning.provenance.json",
+    params:
+        job="iobs.reporting:pruning_table",
+    log:
+        f"{RESULTS}/logs/tables/pruning.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+    conda:
+        ENV
+    script:
+        JOB_SCRIPT
