@@ -5,11 +5,23 @@ from __future__ import annotations
 
 import torch
 
+from iobs.errors import IobsError
+
+
+def _check_same_layout(before: dict[str, torch.Tensor], after: dict[str, torch.Tensor]) -> None:
+    """Masks of two rounds must cover the same Linears with the same shapes (they come from files when resuming)."""
+    if set(before) != set(after):
+        raise IobsError(f"the masks of two rounds name different Linears (e.g. {sorted(set(before) ^ set(after))[:3]}):"
+                        " resume from the masks of the same model, sparsity and variant")
+    for name, mask in after.items():
+        if before[name].shape != mask.shape:
+            raise IobsError(f"mask '{name}' has shape {tuple(before[name].shape)} in one round and {tuple(mask.shape)}"
+                            " in the next: resume from the masks of the same model")
+
 
 def changed_fraction(before: dict[str, torch.Tensor], after: dict[str, torch.Tensor]) -> dict:
     """Per Linear and in total: the fraction of positions whose kept/pruned state differs (bool masks, True = kept)."""
-    if set(before) != set(after):
-        raise ValueError(f"mask sets differ: {sorted(set(before) ^ set(after))[:3]}")
+    _check_same_layout(before, after)
     per_layer, changed, total = {}, 0, 0
     for name in after:
         diff = int((before[name] != after[name]).sum())
@@ -24,11 +36,12 @@ def regrowth(previous: dict[str, torch.Tensor], current: dict[str, torch.Tensor]
     """How far regrown weights were from the threshold when the projection chose them.
 
     previous/current: bool masks (True = kept) of rounds r-1 and r; pre_projection: the weights [out, in] that the
-    round-r projection started from. The layer's threshold is the |w| at which a magnitude projection of w_pre
-    to the same sparsity would cut (a magnitude view of a Hessian-aware choice); regrown = pruned in r-1, kept in
-    r. Returns the count of
-    regrown positions and the mean and median of |w_pre| / threshold over them (1.0 = exactly at the threshold).
+    round-r projection started from. The layer's threshold is the largest |w_pre| that a magnitude projection to
+    the same number of pruned weights would prune (a layer-wide magnitude view of a Hessian-aware choice, also for
+    N:M); regrown = pruned in r-1, kept in r. Returns the count of regrown positions and the mean and median
+    (torch's: the lower middle for an even count) of |w_pre| / threshold over them (1.0 = exactly at the threshold).
     """
+    _check_same_layout(previous, current)
     ratios = []
     count = 0
     for name, mask in current.items():

@@ -56,16 +56,21 @@ def _weight_masks(model: nn.Module, masks: dict[str, torch.Tensor]) -> dict[nn.P
 
 
 def calibration_loss(model: nn.Module, input_ids: torch.Tensor, micro_batch: int = 8) -> float:
-    """Mean next-token NLL over input_ids [N, L] (int64), without gradients."""
+    """Mean next-token NLL over input_ids [N, L] (int64), without gradients, in eval mode (no dropout)."""
     device = next(model.parameters()).device
     total, count = 0.0, 0
-    with torch.no_grad():
-        for start in range(0, input_ids.shape[0], micro_batch):
-            ids = input_ids[start:start + micro_batch].to(device)
-            out = model(input_ids=ids, labels=ids, use_cache=False)
-            tokens = ids.numel() - ids.shape[0]
-            total += float(out.loss) * tokens
-            count += tokens
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for start in range(0, input_ids.shape[0], micro_batch):
+                ids = input_ids[start:start + micro_batch].to(device)
+                out = model(input_ids=ids, labels=ids, use_cache=False)
+                tokens = ids.numel() - ids.shape[0]
+                total += float(out.loss) * tokens
+                count += tokens
+    finally:
+        model.train(was_training)
     return total / max(count, 1)
 
 
@@ -77,6 +82,22 @@ def _float32_masters(params: list[nn.Parameter]) -> dict[nn.Parameter, torch.Ten
     rounded into the model's weights after each step.
     """
     return {p: p.detach().float().clone() for p in params if p.dtype not in (torch.float32, torch.float64)}
+
+
+def _accumulate_gradients(model: nn.Module, input_ids: torch.Tensor, micro_batch: int, device) -> float:
+    """Backward the full-batch mean loss over input_ids [N, L] in micro-batches; returns that loss.
+
+    The model's loss is a mean over a micro-batch's tokens; all sequences have L tokens, so weighting each
+    micro-batch by its share of the sequences gives the full-batch mean even when the last one is shorter.
+    """
+    n_seq = input_ids.shape[0]
+    total = 0.0
+    for start in range(0, n_seq, micro_batch):
+        ids = input_ids[start:start + micro_batch].to(device)
+        loss = model(input_ids=ids, labels=ids, use_cache=False).loss * (ids.shape[0] / n_seq)
+        loss.backward()
+        total += loss.item()
+    return total
 
 
 def gradient_steps(model: nn.Module, input_ids: torch.Tensor, config: StepConfig,
@@ -96,12 +117,12 @@ def gradient_steps(model: nn.Module, input_ids: torch.Tensor, config: StepConfig
             or input_ids.shape[0] == 0:
         got = f"{tuple(input_ids.shape)} {input_ids.dtype}" if torch.is_tensor(input_ids) else type(input_ids).__name__
         raise IobsError(f"gradient steps need int64 input_ids [sequences, length] with sequences >= 1, got {got}")
+    weight_masks = _weight_masks(model, masks) if config.masked else {}
     params = list(trainable_parameters(model).values())
     trainable = {id(p) for p in params}
     previous = {p: p.requires_grad for p in model.parameters()}
     for p in model.parameters():
         p.requires_grad_(id(p) in trainable)
-    weight_masks = _weight_masks(model, masks) if config.masked else {}
     masters = _float32_masters(params)
     stepped = [masters.get(p, p) for p in params]  # what the optimizer updates
     if config.optimizer == "sgd":
@@ -110,21 +131,17 @@ def gradient_steps(model: nn.Module, input_ids: torch.Tensor, config: StepConfig
         optimizer = torch.optim.Adam(stepped, lr=config.lr)
     device = next(model.parameters()).device
     was_training = model.training
-    model.train()
+    # Eval mode: the step follows the gradient of the calibration loss itself, with no dropout noise (hub OPT
+    # models ship dropout 0.1), so it is deterministic and independent of the micro-batch size.
+    model.eval()
     losses: list[float] = []
-    n_seq = input_ids.shape[0]
     try:
         with torch.random.fork_rng():
             torch.manual_seed(seed)
             for _ in range(config.steps):
                 for p in params:
                     p.grad = None
-                step_loss = 0.0
-                for start in range(0, n_seq, config.micro_batch):
-                    ids = input_ids[start:start + config.micro_batch].to(device)
-                    loss = model(input_ids=ids, labels=ids, use_cache=False).loss * (ids.shape[0] / n_seq)
-                    loss.backward()
-                    step_loss += loss.item()
+                step_loss = _accumulate_gradients(model, input_ids, config.micro_batch, device)
                 if not math.isfinite(step_loss):
                     raise IobsError(f"calibration loss became {step_loss} during gradient steps: "
                                     "lower the learning rate")
@@ -149,6 +166,6 @@ def gradient_steps(model: nn.Module, input_ids: torch.Tensor, config: StepConfig
         for master in masters.values():
             master.grad = None
         for p, flag in previous.items():
-            pass
+            p.requires_grad_(flag)
         model.train(was_training)
     return losses
