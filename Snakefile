@@ -21,10 +21,12 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/models.smk"
 include: "workflow/rules/prune.smk"
 include: "workflow/rules/eval.smk"
+include: "workflow/rules/report.smk"
 
 
 rule all:
     input:
         synthetic_targets(),
         lm_targets(),
+        report_targets(),
     default_target: True

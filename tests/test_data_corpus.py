@@ -1,6 +1,5 @@
 """The stdlib corpus: deterministic, split by file, exclusions and balancing as documented."""
 
-import hashlib
 from pathlib import Path
 
 import pytest

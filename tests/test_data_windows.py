@@ -44,7 +44,11 @@ def test_eval_windows_are_consecutive_and_capped(stream):
     windows = eval_windows(stream, 300)
     assert windows.shape == (33, 300)  # 10000 // 300, tail of 100 dropped
     assert torch.equal(windows.flatten(), stream[:9900].long())
-    assert eval_windows(stream, 300, max_windows=5).shape == (5, 300)
+    capped = eval_windows(stream, 300, max_windows=5)
+    assert capped.shape == (5, 300)
+    starts = ((capped[:, 0] - 1000) // 300).tolist()
+    assert starts == [0, 6, 13, 19, 26]  # i * 33 // 5: spread over the stream, not its first 5 windows
+    assert all(torch.equal(capped[i], windows[s]) for i, s in enumerate(starts))
     assert eval_windows(stream, 300, max_windows=500).shape == (33, 300)
     with pytest.raises(DataError, match="fewer than one window"):
         eval_windows(stream[:10], 300)
@@ -53,7 +57,8 @@ def test_eval_windows_are_consecutive_and_capped(stream):
 
 
 def test_document_windows_come_from_long_enough_documents():
-    documents = ["short", "x" * 5, "abcdefghijklmnopqrstuvwxyz" * 3, "0123456789" * 3]  # exactly 30: not longer, never used
+    # the last document has exactly 30 tokens: not longer than 30, so never used
+    documents = ["short", "x" * 5, "abcdefghijklmnopqrstuvwxyz" * 3, "0123456789" * 3]
     encode = lambda text: [ord(c) for c in text]  # noqa: E731
     windows = document_windows(documents, encode, 20, 30, seed=0)
     assert windows.shape == (20, 30)

@@ -132,6 +132,13 @@ def _check_consistency(config: dict) -> None:
                               "(an existing model), not both or neither")
         if existing and ("dims" in model or "pretrain" in model):
             raise ConfigError(f"models.{name}: dims and pretrain only apply to models pretrained here (family)")
+    if config.get("models"):
+        if not config.get("calibration", {}).get("source"):
+            raise ConfigError("calibration.source is required when models are configured (e.g. {kind: c4, split: "
+                              "train} for hub models, {kind: stdlib, split: train} for models pretrained here)")
+        if not config.get("eval", {}).get("sets"):
+            raise ConfigError("eval.sets is required when models are configured (e.g. wikitext2: {test: {kind: "
+                              "wikitext2, split: test}})")
     for key in ("pruning", "iterative"):
         for text in config.get(key, {}).get("sparsities", []):
             if ":" in text:

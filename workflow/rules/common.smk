@@ -1,9 +1,8 @@
 # Shared helpers: config validation (before any job starts), paths and target lists.
 import sys
-from pathlib import Path
 
 # The package is imported from this checkout so that planning works even before `pip install -e .`.
-sys.path.insert(0, str(Path(workflow.basedir) / "src"))
+sys.path.insert(0, f"{workflow.basedir}/src")
 
 try:
     from iobs.config import validate_config
@@ -64,15 +63,18 @@ def source_slug(spec):
     slug = f"{spec['kind']}-{spec.get('split', 'default')}"
     extra = {k: v for k, v in spec.items() if k not in ("kind", "split")}
     if extra:
-        slug += "-" + hashlib.sha1(json.dumps(extra, sort_keys=True).encode()).hexdigest()[:8]
+        slug = f"{slug}-{hashlib.sha1(json.dumps(extra, sort_keys=True).encode()).hexdigest()[:8]}"
     return slug
 
 
 def _sources():
-    """slug -> source spec, for every text source the config uses."""
-    specs = [config["calibration"]["source"], {"kind": "stdlib", "split": "train"}, {"kind": "stdlib", "split": "valid"}]
-    specs += [spec for splits in config["eval"].get("sets", {}).values() for spec in splits.values()]
-    return {source_slug(s): s for s in specs if s}
+    """slug -> (source spec, the config key it came from), for every text source the config uses."""
+    keyed = [(config["calibration"].get("source"), "calibration.source"),
+             ({"kind": "stdlib", "split": "train"}, "corpus (train split)"),
+             ({"kind": "stdlib", "split": "valid"}, "corpus (valid split)")]
+    keyed += [(spec, f"eval.sets.{name}.{split}") for name, splits in config["eval"].get("sets", {}).items()
+              for split, spec in splits.items()]
+    return {source_slug(spec): (spec, key) for spec, key in reversed(keyed) if spec}
 
 
 SOURCES = _sources() if MODELS else {}
@@ -131,3 +133,55 @@ def prune_metrics_path(model, method, sparsity, round_index):
 
 def lm_targets():
     return [f"{RESULTS}/tables/pruning.csv"] if MODELS else []
+
+
+def round_metrics_paths():
+    """metrics.json of every I-OBS and control round (their mask dynamics); one-shot jobs have none."""
+    paths = (prune_metrics_path(*m) for m in evaluated_models() if int(m[3]) >= 1)
+    return sorted({p for p in paths if p})
+
+
+def report_targets():
+    """The language-model tables and figures of rule lm_figures (report.smk); call it after that include."""
+    return list(rules.lm_figures.output) if MODELS else []
+
+
+# ---- input functions of the LM rules ----------------------------------------------------------------------
+
+
+def tokenize_inputs(wildcards):
+    spec = SOURCES[wildcards.source][0]
+    inputs = {}
+    if wildcards.tok == LOCAL_TOKENIZER:
+        inputs["tokenizer"] = f"{RESULTS}/data/tokenizer"
+    if spec["kind"] == "stdlib" and not spec.get("path"):
+        inputs["text"] = f"{RESULTS}/data/corpus/{spec.get('split', 'test')}.txt"
+    return inputs
+
+
+def calibration_inputs(wildcards):
+    if config["calibration"]["mode"] == "documents":
+        return {"tokenizer": f"{RESULTS}/data/tokenizer"} if wildcards.tok == LOCAL_TOKENIZER else {}
+    return {"tokens": stream_path(wildcards.tok, config["calibration"]["source"])}
+
+
+def round_inputs(wildcards):
+    r = int(wildcards.round)
+    base = f"{RESULTS}/prune/{wildcards.model}/{wildcards.variant}/{wildcards.sparsity}"
+    inputs = {"windows": f"{RESULTS}/calibration/{tokenizer_label(wildcards.model)}/batch{batch_index(r)}.pt"}
+    if r == 1:
+        inputs.update(dense_input(wildcards.model))
+    else:
+        inputs["state"] = f"{base}/round{r - 1}/state"
+        inputs["previous_masks"] = f"{base}/round{r - 1}/masks.pt"
+        inputs["first_masks"] = f"{base}/round1/masks.pt"
+    return inputs
+
+
+def eval_inputs(wildcards):
+    tok = tokenizer_label(wildcards.model)
+    inputs = {"streams": [stream_path(tok, spec) for _, _, spec in EVAL_STREAMS]}
+    source = model_dir(wildcards.model, wildcards.method, wildcards.sparsity, wildcards.round)
+    if source.startswith(f"{RESULTS}/"):
+        inputs["model"] = source
+    return inputs

@@ -47,16 +47,6 @@ rule tokenizer:
         JOB_SCRIPT
 
 
-def tokenize_inputs(wildcards):
-    spec = SOURCES[wildcards.source]
-    inputs = {}
-    if wildcards.tok == LOCAL_TOKENIZER:
-        inputs["tokenizer"] = rules.tokenizer.output.tokenizer
-    if spec["kind"] == "stdlib" and not spec.get("path"):
-        inputs["text"] = f"{RESULTS}/data/corpus/{spec.get('split', 'test')}.txt"
-    return inputs
-
-
 rule tokenize:
     input:
         unpack(tokenize_inputs),
@@ -65,10 +55,10 @@ rule tokenize:
         provenance=f"{RESULTS}/data/streams/{{tok}}/{{source}}.provenance.json",
     params:
         job="iobs.data.jobs:tokenize",
-        source=lambda w: SOURCES[w.source],
-        source_key=lambda w: f"text source {w.source}",
+        source=lambda w: SOURCES[w.source][0],
+        source_key=lambda w: SOURCES[w.source][1],
         tokenizer=lambda w: None if w.tok == LOCAL_TOKENIZER else existing_model_source(w.tok),
-        max_tokens=lambda w: SOURCES[w.source].get("max_tokens"),
+        max_tokens=lambda w: SOURCES[w.source][0].get("max_tokens"),
     log:
         f"{RESULTS}/logs/data/streams/{{tok}}/{{source}}.log",
     threads: 1
@@ -78,12 +68,6 @@ rule tokenize:
         ENV
     script:
         JOB_SCRIPT
-
-
-def calibration_inputs(wildcards):
-    if config["calibration"]["mode"] == "documents":
-        return {"tokenizer": rules.tokenizer.output.tokenizer} if wildcards.tok == LOCAL_TOKENIZER else {}
-    return {"tokens": stream_path(wildcards.tok, config["calibration"]["source"])}
 
 
 rule calibration:
@@ -100,7 +84,7 @@ rule calibration:
         length=config["calibration"]["length"],
         seed=config["calibration"]["seed"],
         round_index=lambda w: int(w.batch),
-        source=config["calibration"]["source"],
+        source=config["calibration"].get("source"),
         source_key="calibration.source",
         tokenizer=lambda w: None if w.tok == LOCAL_TOKENIZER else existing_model_source(w.tok),
     log:

@@ -2,15 +2,6 @@
 # gathered into results/tables/pruning.csv.
 
 
-def eval_inputs(wildcards):
-    tok = tokenizer_label(wildcards.model)
-    inputs = {"streams": [stream_path(tok, spec) for _, _, spec in EVAL_STREAMS]}
-    source = model_dir(wildcards.model, wildcards.method, wildcards.sparsity, wildcards.round)
-    if source.startswith(f"{RESULTS}/"):
-        inputs["model"] = source
-    return inputs
-
-
 rule evaluate:
     input:
         unpack(eval_inputs),

@@ -39,19 +39,6 @@ rule prune_oneshot:
         JOB_SCRIPT
 
 
-def round_inputs(wildcards):
-    r = int(wildcards.round)
-    base = f"{RESULTS}/prune/{wildcards.model}/{wildcards.variant}/{wildcards.sparsity}"
-    inputs = {"windows": f"{RESULTS}/calibration/{tokenizer_label(wildcards.model)}/batch{batch_index(r)}.pt"}
-    if r == 1:
-        inputs.update(dense_input(wildcards.model))
-    else:
-        inputs["state"] = f"{base}/round{r - 1}/state"
-        inputs["previous_masks"] = f"{base}/round{r - 1}/masks.pt"
-        inputs["first_masks"] = f"{base}/round1/masks.pt"
-    return inputs
-
-
 rule iterative_round:
     input:
         unpack(round_inputs),

@@ -9,7 +9,8 @@ Choices (each a parameter of build_corpus, defaults in the constants below):
 - Split: by file, from the sha256 of the file's path relative to the stdlib directory, so a file never straddles
   splits and adding or removing one file moves no other. Default 90/5/5.
 - Balance: a file larger than max_eval_file_bytes (default 100 kB, e.g. _pydecimal.py, tkinter/__init__.py) always
-  goes to train, so that valid and test (0.25 and 0.66 MB with CPython 3.11.7) are made of ordinary files and no single one skews them.
+  goes to train, so that valid and test (0.25 and 0.66 MB with CPython 3.11.7) are made of ordinary files and no
+  single one skews them.
 - Text of a split: its files in path order, each ending in a newline, separated by one blank line.
 
 Different Python patch versions give different corpora; the manifest's files_sha256 (over split, path and content
@@ -62,7 +63,8 @@ def split_of(relative_path: str, fractions: dict[str, float] = DEFAULT_FRACTIONS
 
 def _check_fractions(fractions: dict[str, float]) -> dict[str, float]:
     if set(fractions) != set(SPLITS) or any(v < 0 for v in fractions.values()):
-        raise DataError(f"corpus split fractions must give train, valid and test as non-negative numbers, got {fractions}")
+        raise DataError(f"corpus split fractions must give train, valid and test as non-negative numbers, "
+                        f"got {fractions}")
     total = sum(fractions.values())
     if abs(total - 1.0) > 1e-6:
         raise DataError(f"corpus split fractions must sum to 1, got {total:.4f}: fix the train/valid/test fractions")
@@ -94,7 +96,8 @@ def build_corpus(root: str | Path | None = None, fractions: dict[str, float] = D
     root = Path(root) if root else stdlib_dir()
     fractions = _check_fractions(fractions)
     if not root.is_dir():
-        raise DataError(f"standard library directory {root} does not exist: set the corpus stdlib_dir to a folder of .py files")
+        raise DataError(f"standard library directory {root} does not exist: "
+                        "set the corpus stdlib_dir to a folder of .py files")
     relatives, excluded = source_files(root, tuple(exclude))
     parts: dict[str, list[str]] = {name: [] for name in SPLITS}
     file_lines, empty, undecodable, oversize = [], 0, [], []

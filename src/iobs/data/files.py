@@ -43,7 +43,8 @@ def load_tensor(path: str | Path, what: str = "tensor") -> torch.Tensor:
         raise DataError(f"{what} file {path} is not a readable torch tensor file ({type(err).__name__}): "
                         "delete it and rerun the step that makes it") from None
     if not isinstance(value, torch.Tensor):
-        raise DataError(f"{what} file {path} holds a {type(value).__name__}, not a tensor: rerun the step that makes it")
+        raise DataError(f"{what} file {path} holds a {type(value).__name__}, not a tensor: "
+                        "rerun the step that makes it")
     return value
 
 

@@ -6,7 +6,6 @@ a `provenance` output (written by the runner) and gets the dict it returns merge
 
 from __future__ import annotations
 
-import logging
 import time
 
 from iobs.data.corpus import DEFAULT_EXCLUDE, DEFAULT_FRACTIONS, DEFAULT_MAX_EVAL_FILE_BYTES, SPLITS, build_corpus
@@ -18,8 +17,6 @@ from iobs.data.windows import calibration_batch, document_windows, round_seed
 from iobs.errors import DataError
 from iobs.jobs import JobContext
 from iobs.provenance import atomic_write_json, atomic_write_text
-
-log = logging.getLogger(__name__)
 
 
 def corpus(ctx: JobContext) -> dict:

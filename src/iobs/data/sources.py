@@ -49,7 +49,8 @@ def normalize_spec(spec: Any, key: str = "source") -> dict:
 
 def hub_offline() -> bool:
     """True if the environment asks for offline mode (HF_HUB_OFFLINE or HF_DATASETS_OFFLINE)."""
-    return any(os.environ.get(name, "").strip().lower() in _TRUTHY for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
+    return any(os.environ.get(name, "").strip().lower() in _TRUTHY
+               for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
 
 
 def _local_path(spec: dict, key: str) -> Path:
@@ -67,7 +68,8 @@ def _hub_rows(dataset: str, key: str, what: str, **kwargs) -> list[str]:
         rows = datasets.load_dataset(dataset, **kwargs)["text"]
     except Exception as err:  # connection, offline mode, missing cache, auth: all mean "use a local copy"
         mode = "offline mode is on" if hub_offline() else f"{type(err).__name__}"
-        raise DataError(f"cannot load {what} from the Hugging Face hub ({mode}): set {key}.path to a local copy") from None
+        raise DataError(f"cannot load {what} from the Hugging Face hub ({mode}): "
+                        f"set {key}.path to a local copy") from None
     return list(rows)
 
 

@@ -42,7 +42,8 @@ def iterative_round(ctx: JobContext) -> dict:
     result = run_round(state, batch, round_index, variant(p["variant"]), solver=p["solver"], sparsity=p["sparsity"],
                        steps=StepConfig(**p["steps"]), solver_options=p.get("options") or {},
                        previous_masks=previous, first_masks=first, seed=int(p.get("seed", 0)),
-                       on_sparse=save_sparse, device=ctx.device)
+                       on_sparse=save_sparse, device=ctx.device,
+                       batch_size=int(p.get("batch_size", 8)))
     save_pruned_model(result.state, ctx.out("state"), tokenizer=tokenizer)
     save_masks(result.masks, ctx.out("masks"))
     metrics = {

@@ -69,7 +69,8 @@ def run_round(state: nn.Module, batch: torch.Tensor, round_index: int, schedule:
               previous_masks: dict[str, torch.Tensor] | None = None,
               first_masks: dict[str, torch.Tensor] | None = None, seed: int = 0, take_steps: bool = True,
               on_sparse: Callable[[nn.Module, dict[str, torch.Tensor]], None] | None = None,
-              progress: bool = False, device=None) -> RoundResult:
+              progress: bool = False, device=None, batch_size: int = 1,
+              offload_activations: bool = False) -> RoundResult:
     """Run round `round_index` (1-based) on `state` (modified in place), with calibration batch [N, L] int64.
 
     on_sparse(model, masks) receives the round's sparse model ("I-OBS(r)") before any gradient step, e.g. to save
@@ -92,6 +93,7 @@ def run_round(state: nn.Module, batch: torch.Tensor, round_index: int, schedule:
         if not schedule.carry_projection:
             dense_backup = copy.deepcopy(state.state_dict())
         projection = prune_model(state, batch, solver, sparsity, options=solver_options, keep_masks=True,
+                                 batch_size=batch_size, offload_activations=offload_activations,
                                  progress=progress, device=device)
         masks = projection.masks
     else:

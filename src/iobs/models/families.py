@@ -25,6 +25,12 @@ class TinyDims:
     ffn: int = 1024
     max_positions: int = 512
 
+    def __post_init__(self):
+        if self.hidden % self.heads:
+            raise IobsError(f"model dims: hidden ({self.hidden}) must be a multiple of heads ({self.heads})")
+        if self.kv_heads is not None and self.heads % self.kv_heads:
+            raise IobsError(f"model dims: heads ({self.heads}) must be a multiple of kv_heads ({self.kv_heads})")
+
 
 def _opt(d: TinyDims) -> PretrainedConfig:
     # pad_token_id=1 is OPT's default and would collide with a real token of our own tokenizers.

@@ -6,7 +6,7 @@ from dataclasses import fields
 
 from iobs.data.streams import load_stream
 from iobs.jobs import JobContext
-from iobs.models.load import load_tokenizer
+from iobs.models.load import load_tokenizer, quiet_progress_bars
 from iobs.models.pretrain import TrainSettings, dims_for, pretrain, save_model_dir
 from iobs.provenance import atomic_write_json
 
@@ -21,12 +21,14 @@ def pretrain_tiny(ctx: JobContext) -> dict:
              perplexity, uniform baseline, params, steps, seconds).
     params: family (opt | llama | phi), dims (optional overrides of pretrain.DEFAULT_DIMS[family], e.g.
             {hidden: 128}; vocab_size is the tokenizer's), valid_max_windows (default 64), and any TrainSettings
-            field: steps, seconds_cap, seq_len, batch, lr, min_lr_ratio, warmup_steps, weight_decay, beta2,
-            grad_clip, log_every, seed.
+            field, top-level or inside a `pretrain` mapping (the config's models.<name>.pretrain): steps,
+            seconds_cap, seq_len, batch, lr, min_lr_ratio, warmup_steps, weight_decay, beta2, grad_clip, log_every,
+            seed.
     """
+    quiet_progress_bars()
     p = ctx.params
     tok = load_tokenizer(ctx.input["tokenizer"], key="tokenizer input")
-    settings = TrainSettings(**{k: v for k, v in p.items() if k in _SETTINGS})
+    settings = TrainSettings(**{k: v for k, v in {**p, **(p.get("pretrain") or {})}.items() if k in _SETTINGS})
     dims = dims_for(p["family"], len(tok), p.get("dims"))
     valid = load_stream(ctx.input["valid"]) if ctx.input.get("valid") else None
     model, metrics = pretrain(p["family"], dims, load_stream(ctx.input["train"]), settings, valid,

@@ -1,7 +1,8 @@
 """Loading causal LMs and tokenizers from a local directory (save_pretrained) or a Hugging Face hub id.
 
-Anything that looks like a path (see looks_local) is treated as local and must exist. Anything else is a hub id; with HF_HUB_OFFLINE set only the local HF cache is tried. Every failure to
-find or fetch becomes one DataError line naming the model and the config key to set (`key`, if given).
+Anything that looks like a path (see looks_local) is treated as local and must exist. Anything else is a hub id;
+with HF_HUB_OFFLINE set only the local HF cache is tried. Every failure to find or fetch becomes one DataError line
+naming the model and the config key to set (`key`, if given).
 """
 
 from __future__ import annotations
@@ -15,6 +16,13 @@ from iobs.data.sources import hub_offline
 from iobs.errors import DataError
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def quiet_progress_bars() -> None:
+    """Turn off transformers' tqdm bars (loading / writing weights): noise in job logs. Process-wide."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
 
 
 def parse_dtype(dtype: str | torch.dtype) -> torch.dtype:
@@ -85,9 +93,14 @@ def load_tokenizer(name_or_path: str | Path, key: str | None = None):
 
     source, local = _source(name_or_path, key, "tokenizer")
     try:
-        return AutoTokenizer.from_pretrained(source, local_files_only=local or hub_offline())
+        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local or hub_offline())
     except _hub_errors() as err:
         if local:
             raise DataError(f"{source} is not a loadable tokenizer directory ({type(err).__name__}): "
                             "rerun the step that writes it") from None
         raise _fetch_error(source, key, "tokenizer", err) from None
+    if len(tokenizer) <= 1:  # transformers 5 falls back to an empty tokenizer for a folder without tokenizer files
+        where = f" (named by {key})" if key else ""
+        raise DataError(f"{source}{where} holds no tokenizer files: save the tokenizer there "
+                        "(tokenizer.save_pretrained) or point at a directory or hub id that has one")
+    return tokenizer

@@ -1,0 +1,153 @@
+"""`iobs prune`: one-shot pruning (iobs.prune.driver.prune_model) or I-OBS rounds (iobs.iterative.rounds.run_round)
+of one model, saved like the DAG's jobs save theirs (iobs.prune.save.save_pruned_model).
+
+Layout of --out DIR (the folder is itself the pruned model: AutoModelForCausalLM.from_pretrained(DIR) loads it):
+  config.json, model.safetensors, tokenizer files, masks.pt   the sparse model (I-OBS: the last round's, I-OBS(T))
+  metrics.json       the pruning report (I-OBS: one entry per round)
+  provenance.json    command, parameters, versions, git commit, wall time; written last, so its presence marks a
+                     complete run
+  rounds/round<r>/   with --save-every-round: every round's sparse model
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import asdict
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from iobs.cli.common import load_model_and_tokenizer, model_location, pick_device
+from iobs.cli.data import CalibrationSampler, check_seqlen, resolve_source
+from iobs.cli.parser import solver_options, step_config
+from iobs.errors import IobsError
+from iobs.iterative.rounds import run_round, variant
+from iobs.models.families import decoder_layers
+from iobs.prune.driver import prunable_linears, prune_model
+from iobs.prune.save import save_pruned_model
+from iobs.prune.sparsity import SparsitySpec, check_nm_fits
+from iobs.provenance import atomic_write_json, write_provenance
+
+JOB_NAME = "iobs prune"
+METRICS_FILE = "metrics.json"
+PROVENANCE_FILE = "provenance.json"
+ROUNDS_DIR = "rounds"
+
+
+def check_output_dir(out: Path, overwrite: bool) -> None:
+    """Refuse to replace anything but an earlier `iobs prune` result (the save swaps the whole folder)."""
+    if out.exists() and not out.is_dir():
+        raise IobsError(f"--out {out} is a file: give a folder path")
+    if not out.exists() or not any(out.iterdir()):
+        return
+    if not overwrite:
+        raise IobsError(f"--out {out} already exists: pass --overwrite to replace it, or choose another folder")
+    try:
+        job = json.loads((out / PROVENANCE_FILE).read_text()).get("job")
+    except (OSError, ValueError, AttributeError):
+        job = None
+    if job != JOB_NAME:
+        raise IobsError(f"refusing to replace --out {out}: it holds no {PROVENANCE_FILE} of an `iobs prune` run; "
+                        "remove it yourself or choose another folder")
+
+
+@contextmanager
+def staging_folder(out: Path, wanted: bool):
+    """A temporary sibling of `out` for the per-round models (moved into out/rounds at the end); None if unwanted."""
+    if not wanted:
+        yield None
+        return
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".rounds.tmp"))
+    try:
+        yield staging
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def check_nm_applies(model, spec: SparsitySpec) -> None:
+    """Fail before the calibration pass if an N:M pattern does not tile some Linear's inputs."""
+    if spec.is_nm:
+        for layer in decoder_layers(model):
+            for linear in prunable_linears(layer, "layer").values():
+                check_nm_fits(linear.in_features, spec)
+
+
+def run_oneshot(model, tokenizer, sampler: CalibrationSampler, spec: SparsitySpec, args, device, out: Path) -> dict:
+    """Prune with args.method on the base calibration batch; save the model with its masks; the driver's report."""
+    windows = sampler.batch(0)
+    report = prune_model(model, windows, args.method, spec, options=solver_options(args), batch_size=args.batch_size,
+                         device=device, keep_masks=True, progress=not args.no_progress)
+    save_pruned_model(model, out, masks=report.masks, tokenizer=tokenizer)
+    return report.to_dict()
+
+
+def run_iobs(model, tokenizer, sampler: CalibrationSampler, spec: SparsitySpec, args, device, out: Path) -> dict:
+    """Rounds 1..T of I-OBS (projection with args.solver, then gradient steps); saves I-OBS(T) and, if asked, every
+    round. Round 1 uses the one-shot calibration batch, so I-OBS(1) is exactly one-shot SparseGPT (or OBC)."""
+    steps = step_config(args)
+    if device.type == "cuda":  # the gradient steps need the whole model on the device, not one layer at a time
+        model.to(device)
+    previous = first = None
+    per_round = []
+    with staging_folder(out, args.save_every_round) as staging:
+        for r in tqdm(range(1, args.rounds + 1), desc="I-OBS rounds", disable=args.no_progress, file=sys.stderr):
+            batch = sampler.batch(r - 1 if args.batches == "fresh" else 0)
+
+            def save_round(sparse_model, masks, r=r):
+                if staging is not None:
+                    save_pruned_model(sparse_model, staging / f"round{r}", masks=masks, tokenizer=tokenizer)
+
+            # the last round's sparse model is the result: no gradient step after it
+            result = run_round(model, batch, r, variant("iobs"), solver=args.solver, sparsity=spec.label, steps=steps,
+                               solver_options=solver_options(args), previous_masks=previous, first_masks=first,
+                               seed=args.seed, take_steps=r < args.rounds, on_sparse=save_round,
+                               progress=not args.no_progress, device=device)
+            previous, first = result.masks, (result.masks if first is None else first)
+            per_round.append({"round": r, "projection": result.projection.to_dict(), "step_losses": result.step_losses,
+                              "dynamics": _totals(result.dynamics), "seconds": result.seconds})
+        save_pruned_model(model, out, masks=previous, tokenizer=tokenizer)
+        if staging is not None:
+            os.replace(staging, out / ROUNDS_DIR)
+    return {"method": "iobs", "solver": args.solver, "sparsity": spec.label, "rounds": per_round,
+            "steps": asdict(steps), "batches": args.batches,
+            "total_sparsity": per_round[-1]["projection"]["total_sparsity"],
+            "total_seconds": sum(sum(r["seconds"].values()) for r in per_round)}
+
+
+def _totals(dynamics: dict) -> dict:
+    """Mask dynamics with changed fractions in total only (the per-Linear breakdown would swamp metrics.json)."""
+    return {k: v["total"] if k.startswith("changed_") else v for k, v in dynamics.items()}
+
+
+def prune_command(args: argparse.Namespace, argv: list[str]) -> dict:
+    """Run `iobs prune`; returns the metrics written to DIR/metrics.json."""
+    start = time.perf_counter()
+    spec = SparsitySpec.parse(args.sparsity)
+    out = Path(args.out).expanduser()
+    check_output_dir(out, args.overwrite)
+    source = resolve_source(args.calibration, "calibration", "--calibration")
+    device = pick_device(args.device)
+    model, tokenizer = load_model_and_tokenizer(args.model, args.tokenizer, args.dtype, "cpu")
+    check_seqlen(args.seqlen, model)
+    check_nm_applies(model, spec)
+    sampler = CalibrationSampler(source, tokenizer, args.samples, args.seqlen, args.seed, model.config.vocab_size)
+    run = run_iobs if args.method == "iobs" else run_oneshot
+    metrics = run(model, tokenizer, sampler, spec, args, device, out)
+    metrics["calibration"] = sampler.describe()
+    metrics["model"] = model_location(args.model)
+    atomic_write_json(out / METRICS_FILE, metrics)
+    params = {k: v for k, v in vars(args).items() if k not in ("command", "no_progress", "verbose")}
+    write_provenance(out / PROVENANCE_FILE, job=JOB_NAME, params=params, seed=args.seed,
+                     wall_seconds=time.perf_counter() - start,
+                     extra={"command": ["iobs", *argv], "calibration": sampler.describe(), "device": str(device),
+                            "pruning": {k: metrics[k] for k in ("method", "sparsity", "total_sparsity")}},
+                     inputs=[model_location(args.model), source.get("path") or source["kind"]], outputs=[str(out)])
+    return metrics

@@ -1,0 +1,62 @@
+"""Mask dynamics of the I-OBS rounds and their controls, from each round's metrics.json (iobs.iterative.jobs)."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from iobs.errors import DataError
+from iobs.reporting import _metrics_key, _read_json
+
+TOTAL = "total"  # the layer label of the whole-model row
+DYNAMICS_COLUMNS = ["model", "variant", "sparsity", "round", "layer", "changed_since_previous",
+                    "changed_since_first", "regrown", "regrowth_ratio_mean", "regrowth_ratio_median"]
+
+
+def _number(value) -> float:
+    return math.nan if value is None else float(value)
+
+
+def dynamics_rows(model: str, metrics: dict) -> list[dict]:
+    """Rows of one round: the whole model (layer "total", with the regrowth statistics) and one per Linear.
+
+    Round 1 has no earlier mask, hence no rows. metrics: {"variant", "round", "sparsity", "dynamics":
+    {"changed_since_previous": {"total", "per_layer"}, "changed_since_first": {...}, "regrowth": {...}}}.
+    """
+    dynamics = metrics.get("dynamics") or {}
+    previous = dynamics.get("changed_since_previous")
+    if not previous:
+        return []
+    first = dynamics.get("changed_since_first") or {"total": None, "per_layer": {}}
+    regrowth = dynamics.get("regrowth") or {}
+    labels = {"model": model, "variant": metrics["variant"], "sparsity": str(metrics["sparsity"]),
+              "round": int(metrics["round"])}
+    rows = [{**labels, "layer": TOTAL, "changed_since_previous": _number(previous["total"]),
+             "changed_since_first": _number(first.get("total")),
+             "regrown": _number(regrowth.get("regrown")),
+             "regrowth_ratio_mean": _number(regrowth.get("ratio_mean")),
+             "regrowth_ratio_median": _number(regrowth.get("ratio_median"))}]
+    for layer, fraction in previous.get("per_layer", {}).items():
+        rows.append({**labels, "layer": layer, "changed_since_previous": _number(fraction),
+                     "changed_since_first": _number(first.get("per_layer", {}).get(layer))})
+    return rows
+
+
+def dynamics_table(metric_paths) -> pd.DataFrame:
+    """One row per (model, variant, sparsity, round >= 2, layer) from the rounds' metrics.json files, laid out as
+    .../prune/{model}/{variant}/{sparsity}/round{r}/metrics.json. Fractions are of mask positions (0..1)."""
+    rows = []
+    for path in metric_paths:
+        model, variant, sparsity, round_index = _metrics_key(path)
+        metrics = _read_json(path)
+        if "variant" not in metrics:
+            continue  # a one-shot job's metrics: no rounds, no dynamics
+        if (metrics["variant"], str(metrics["sparsity"]), int(metrics["round"])) != (variant, sparsity, round_index):
+            raise DataError(f"{path} describes {metrics['variant']} {metrics['sparsity']} round {metrics['round']}, "
+                            "not what its path says: delete it and rerun its iterative_round job")
+        rows += dynamics_rows(model, metrics)
+    frame = pd.DataFrame(rows, columns=DYNAMICS_COLUMNS)
+    is_total = frame["layer"] != TOTAL  # whole-model row first within each round
+    return (frame.assign(_order=is_total).sort_values(["model", "variant", "sparsity", "round", "_order", "layer"])
+            .drop(columns="_order").reset_index(drop=True))
