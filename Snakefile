@@ -22,6 +22,7 @@ include: "workflow/rules/models.smk"
 include: "workflow/rules/prune.smk"
 include: "workflow/rules/eval.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/mmlu.smk"
 
 
 rule all:
@@ -29,4 +30,5 @@ rule all:
         synthetic_targets(),
         lm_targets(),
         report_targets(),
+        mmlu_targets(),
     default_target: True

@@ -185,3 +185,33 @@ def eval_inputs(wildcards):
     if source.startswith(f"{RESULTS}/"):
         inputs["model"] = source
     return inputs
+
+
+# ---- MMLU (workflow/rules/mmlu.smk) and heavy round states ----------------------------------------------------
+MMLU = config["mmlu"]
+
+
+def mmlu_models():
+    """(model, method, sparsity, round) of the evaluated models that get MMLU (none unless mmlu.enabled)."""
+    if not (MMLU["enabled"] and MODELS):
+        return []
+    return [m for m in evaluated_models() if m[1] in MMLU["methods"]]
+
+
+def mmlu_path(model, method, sparsity, round_index):
+    return f"{RESULTS}/mmlu/{model}/{method}/{sparsity}/round{round_index}/mmlu.json"
+
+
+def mmlu_targets():
+    return [f"{RESULTS}/tables/mmlu.csv"] if mmlu_models() else []
+
+
+def mmlu_inputs(wildcards):
+    """The model directory when the pipeline makes it (a hub id or local path of a dense model is a param)."""
+    source = model_dir(wildcards.model, wildcards.method, wildcards.sparsity, wildcards.round)
+    return {"model": source} if source.startswith(f"{RESULTS}/") else {}
+
+
+def round_state(path):
+    """A round's state directory (weights after its gradient steps): temp() unless iterative.keep_states."""
+    return path if ITER["keep_states"] else temp(path)

@@ -44,7 +44,7 @@ rule iterative_round:
         unpack(round_inputs),
     output:
         model=directory(f"{RESULTS}/prune/{{model}}/{{variant}}/{{sparsity}}/round{{round}}/model"),
-        state=directory(f"{RESULTS}/prune/{{model}}/{{variant}}/{{sparsity}}/round{{round}}/state"),
+        state=round_state(directory(f"{RESULTS}/prune/{{model}}/{{variant}}/{{sparsity}}/round{{round}}/state")),
         masks=f"{RESULTS}/prune/{{model}}/{{variant}}/{{sparsity}}/round{{round}}/masks.pt",
         metrics=f"{RESULTS}/prune/{{model}}/{{variant}}/{{sparsity}}/round{{round}}/metrics.json",
         provenance=f"{RESULTS}/prune/{{model}}/{{variant}}/{{sparsity}}/round{{round}}/provenance.json",

@@ -120,8 +120,12 @@ def run_round(state: nn.Module, batch: torch.Tensor, round_index: int, schedule:
     t0 = time.perf_counter()
     if take_steps and steps.steps > 0:
         masked = steps.masked if schedule.masked_steps is None else schedule.masked_steps
+        home = next(state.parameters()).device
+        if device is not None and torch.device(device) != home:
+            state.to(device)  # the steps need every layer on the compute device (the projection moved one at a time)
         losses = gradient_steps(state, batch, replace(steps, masked=masked), masks=masks if masked else None,
                                 seed=seed + round_index)
+        state.to(home)
     timings["steps"] = time.perf_counter() - t0
     return RoundResult(masks=masks, state=state, step_losses=losses,
                        projection=projection, dynamics=dynamics, seconds=timings)

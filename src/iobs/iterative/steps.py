@@ -21,7 +21,7 @@ from iobs.models.families import decoder_layers
 @dataclass(frozen=True)
 class StepConfig:
     optimizer: str = "sgd"  # "sgd" (plain, no momentum) or "adam"
-    lr: float = 0.01
+    lr: float = 0.05  # the DAG default, chosen on validation (README, "I-OBS step defaults")
     steps: int = 10
     micro_batch: int = 8  # sequences per forward/backward; gradients of a step are averaged over the whole batch
     masked: bool = False  # True: pruned weights stay zero (gradient and weight masked)

@@ -1,0 +1,72 @@
+"""Job functions (see iobs.jobs) for MMLU: the accuracy of one model, and the table over every evaluated model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from iobs.errors import DataError
+from iobs.eval.mmlu import MmluSettings, evaluate_mmlu, require_lm_eval
+from iobs.jobs import JobContext
+from iobs.models.load import load_model, load_tokenizer, quiet_progress_bars
+from iobs.provenance import atomic_write_json, atomic_write_text
+
+MMLU_COLUMNS = ["model", "method", "sparsity", "round", "kind", "task", "acc", "acc_stderr", "n"]
+
+
+def mmlu_accuracy(ctx: JobContext) -> dict:
+    """Few-shot accuracy of one model with lm-evaluation-harness (iobs.eval.mmlu).
+
+    inputs: model (directory; or param model = a hub id or path; its tokenizer is read from the same place).
+    outputs: metrics (JSON: labels, model, dtype, settings, average {acc, n}, groups {name: {acc, acc_stderr}},
+             tasks {name: {acc, acc_stderr, n}}, lm_eval_version, seconds).
+    params: settings (the config's mmlu section), labels (model, method, sparsity, round: copied into the JSON),
+            dtype, model_key (config key named in error messages).
+    """
+    require_lm_eval()  # fail before loading a 7B model
+    quiet_progress_bars()
+    p = ctx.params
+    source = ctx.input.get("model") or p.get("model")
+    if not source:
+        raise DataError(f"job {ctx.name} needs a model: give a 'model' input directory or param")
+    settings = MmluSettings.from_config(p.get("settings") or {})
+    key = None if ctx.input.get("model") else p.get("model_key")
+    model = load_model(source, p.get("dtype", "float32"), ctx.device, key=key)
+    tokenizer = load_tokenizer(source, key=key)
+    summary = evaluate_mmlu(model, tokenizer, settings)
+    record = {"labels": p.get("labels", {}), "model": str(source), "dtype": p.get("dtype", "float32"),
+              "settings": settings.to_dict(), **summary}
+    atomic_write_json(ctx.out("metrics"), record)
+    return {"mmlu": {"acc": summary["average"]["acc"], "n": summary["average"]["n"]}}
+
+
+def mmlu_frame(paths) -> pd.DataFrame:
+    """One row per (evaluated model, average | group | task) from the mmlu.json records."""
+    rows = []
+    for path in paths:
+        try:
+            record = json.loads(Path(path).read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise DataError(f"cannot read {path} ({type(err).__name__}): delete it and rerun its mmlu job") from None
+        labels = record.get("labels")
+        if not labels or "average" not in record:
+            raise DataError(f"{path} is not an MMLU record: rerun its mmlu job")
+        base = {k: labels[k] for k in ("model", "method", "sparsity")} | {"round": int(labels["round"])}
+        rows.append({**base, "kind": "average", "task": "+".join(record.get("tasks_requested", [])),
+                     "acc": record["average"]["acc"], "acc_stderr": None, "n": record["average"]["n"]})
+        rows += [{**base, "kind": "group", "task": name, "acc": g["acc"], "acc_stderr": g.get("acc_stderr"),
+                  "n": None} for name, g in record.get("groups", {}).items()]
+        rows += [{**base, "kind": "task", "task": name, "acc": t["acc"], "acc_stderr": t.get("acc_stderr"),
+                  "n": t["n"]} for name, t in record.get("tasks", {}).items()]
+    frame = pd.DataFrame(rows, columns=MMLU_COLUMNS)
+    return frame.sort_values(["model", "method", "sparsity", "round", "kind", "task"], ignore_index=True)
+
+
+def mmlu_table(ctx: JobContext) -> dict:
+    """inputs: results (list of mmlu.json). outputs: table (CSV with MMLU_COLUMNS)."""
+    paths = ctx.input["results"] if isinstance(ctx.input["results"], list) else [ctx.input["results"]]
+    frame = mmlu_frame(paths)
+    atomic_write_text(ctx.out("table"), frame.to_csv(index=False))
+    return {"rows": len(frame)}

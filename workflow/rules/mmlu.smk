@@ -1,0 +1,52 @@
+# MMLU few-shot accuracy (lm-evaluation-harness, extra `mmlu`) of the dense model and every round of the methods in
+# mmlu.methods, gathered into results/tables/mmlu.csv. Off unless mmlu.enabled. Helpers live at the end of
+# common.smk (mmlu_models, mmlu_path, mmlu_targets, mmlu_inputs).
+
+
+rule mmlu:
+    input:
+        unpack(mmlu_inputs),
+    output:
+        metrics=f"{RESULTS}/mmlu/{{model}}/{{method}}/{{sparsity}}/round{{round}}/mmlu.json",
+        provenance=f"{RESULTS}/mmlu/{{model}}/{{method}}/{{sparsity}}/round{{round}}/provenance.json",
+    wildcard_constraints:
+        round=r"\d+",
+    params:
+        job="iobs.eval.mmlu_jobs:mmlu_accuracy",
+        model=lambda w: model_dir(w.model, w.method, w.sparsity, w.round),
+        model_key=lambda w: None if made_here(w.model) else model_key(w.model),
+        dtype=lambda w: MODELS[w.model]["dtype"],
+        settings={k: v for k, v in MMLU.items() if k not in ("enabled", "methods")},
+        labels=lambda w: dict(model=w.model, method=w.method, sparsity=w.sparsity, round=int(w.round)),
+    log:
+        f"{RESULTS}/logs/mmlu/{{model}}/{{method}}/{{sparsity}}/round{{round}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/mmlu/{{model}}/{{method}}/{{sparsity}}/round{{round}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        gpu=0,
+    conda:
+        "../envs/mmlu.yaml"
+    script:
+        JOB_SCRIPT
+
+
+rule mmlu_table:
+    input:
+        results=[mmlu_path(*m) for m in mmlu_models()],
+    output:
+        table=report(f"{RESULTS}/tables/mmlu.csv", caption="../report/mmlu_table.rst",
+                     category="Language-model pruning"),
+        provenance=f"{RESULTS}/tables/mmlu.provenance.json",
+    params:
+        job="iobs.eval.mmlu_jobs:mmlu_table",
+    log:
+        f"{RESULTS}/logs/tables/mmlu.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+    conda:
+        ENV
+    script:
+        JOB_SCRIPT
