@@ -7,6 +7,7 @@ CORES ?= all
 VENV := .venv
 BIN := $(CURDIR)/$(VENV)/bin
 STAMP := $(VENV)/.installed
+TEST_STAMP := $(VENV)/.installed-test
 
 .PHONY: setup run test lint clean-results
 
@@ -14,8 +15,13 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet $(TORCH)
-	$(BIN)/python -m pip install --quiet -e ".[test]"
+	$(BIN)/python -m pip install --quiet -e .
 	touch $(STAMP)
+
+# The tests also exercise the MMLU integration, so they install lm-evaluation-harness too.
+$(TEST_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e ".[test,mmlu]"
+	touch $(TEST_STAMP)
 
 setup: $(STAMP)
 
@@ -23,7 +29,7 @@ setup: $(STAMP)
 run: $(STAMP)
 	PATH="$(BIN):$$PATH" snakemake --cores $(CORES) $(ARGS)
 
-test: $(STAMP)
+test: $(TEST_STAMP)
 	PATH="$(BIN):$$PATH" python -m pytest $(ARGS)
 
 lint: $(STAMP)
