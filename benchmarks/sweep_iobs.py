@@ -55,7 +55,8 @@ TIE_TOLERANCE = 0.002  # relative score difference treated as a tie (validation 
 
 @dataclass(frozen=True)
 class Setting:
-    """One gradient-step setting of the grid: 'optimizer:lr:steps', e.g. 'sgd:0.02:20'."""
+    """One gradient-step setting of the grid: 'optimizer:lr:steps', e.g. 'sgd:0.02:20'. 'sgd:0:0' takes no steps:
+    I-OBS is then repeated SparseGPT on each round's fresh batch, and sparsegpt_ft stays one-shot SparseGPT."""
 
     optimizer: str
     lr: float
@@ -75,8 +76,8 @@ def parse_setting(text: str) -> Setting:
             raise ValueError
     except (IndexError, ValueError):
         raise ConfigError(f"step setting '{text}' is not optimizer:lr:steps (e.g. sgd:0.02:20)") from None
-    if optimizer not in ("sgd", "adam") or not (lr > 0 and math.isfinite(lr)) or steps < 1:
-        raise ConfigError(f"step setting '{text}': optimizer must be sgd or adam, lr > 0 and steps >= 1")
+    if optimizer not in ("sgd", "adam") or not (lr >= 0 and math.isfinite(lr)) or steps < 0:
+        raise ConfigError(f"step setting '{text}': optimizer must be sgd or adam, lr >= 0 and steps >= 0")
     return Setting(optimizer, lr, steps)
 
 

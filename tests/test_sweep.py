@@ -49,7 +49,8 @@ def test_parse_setting(sweep):
     s = sweep.parse_setting("adam:1e-4:20")
     assert (s.optimizer, s.lr, s.steps) == ("adam", 1e-4, 20)
     assert sweep.parse_setting(s.label) == s  # the label parses back to the same setting
-    for bad in ("sgd:0.02", "sgd:0.02:20:1", "rmsprop:0.1:5", "sgd:-1:5", "sgd:0.1:0", "sgd:nan:3", "sgd:x:3"):
+    assert sweep.parse_setting("sgd:0:0").steps == 0  # projection only: the no-step control
+    for bad in ("sgd:0.02", "sgd:0.02:20:1", "rmsprop:0.1:5", "sgd:-1:5", "sgd:0.1:-1", "sgd:nan:3", "sgd:x:3"):
         with pytest.raises(ConfigError):
             sweep.parse_setting(bad)
 

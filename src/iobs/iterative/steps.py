@@ -20,8 +20,8 @@ from iobs.models.families import decoder_layers
 
 @dataclass(frozen=True)
 class StepConfig:
-    optimizer: str = "sgd"  # "sgd" (plain, no momentum) or "adam"
-    lr: float = 0.05  # the DAG default, chosen on validation (README, "I-OBS step defaults")
+    optimizer: str = "adam"  # "adam" (the DAG default, chosen on validation) or "sgd" (plain, no momentum)
+    lr: float = 3e-4  # with the DAG default optimizer adam, chosen on validation (README, "I-OBS step defaults")
     steps: int = 10
     micro_batch: int = 8  # sequences per forward/backward; gradients of a step are averaged over the whole batch
     masked: bool = False  # True: pruned weights stay zero (gradient and weight masked)
