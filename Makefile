@@ -18,9 +18,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e .
 	touch $(STAMP)
 
-# The tests also exercise the MMLU integration, so they install lm-evaluation-harness too.
+# The tests also exercise the MMLU integration and the SLURM profile, so they install those extras too.
 $(TEST_STAMP): $(STAMP)
-	$(BIN)/python -m pip install --quiet -e ".[test,mmlu]"
+	$(BIN)/python -m pip install --quiet -e ".[test,mmlu,slurm]"
 	touch $(TEST_STAMP)
 
 setup: $(STAMP)

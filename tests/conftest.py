@@ -15,6 +15,15 @@ ATTENTIONS = ("sdpa", "eager")
 TEST_DIMS = TinyDims(vocab_size=256, hidden=64, layers=3, heads=4, kv_heads=2, ffn=128, max_positions=64)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Every test module runs torch on one thread: reproducible, and fair to a shared 2-core machine."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture(scope="session")
 def tiny_dims() -> TinyDims:
     return TEST_DIMS

@@ -16,14 +16,6 @@ from iobs.prune.solvers import solve
 from tests.conftest import ATTENTIONS, FAMILIES
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def layer_linears(model) -> dict[str, nn.Linear]:
     return {name: m for name, m in model.named_modules()
             if isinstance(m, nn.Linear) and any(m is x for layer in decoder_layers(model) for x in layer.modules())}

@@ -27,14 +27,6 @@ STEPS = StepConfig(optimizer="sgd", lr=0.05, steps=2, micro_batch=3, max_grad_no
 ROUNDS = 3
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture
 def batches(tiny_dims) -> list[torch.Tensor]:
     """One calibration batch per round: [4, 16] int64 each, all different."""
@@ -296,7 +288,7 @@ def test_full_batch_gradient_does_not_depend_on_micro_batch(make_tiny_model, cal
     for micro_batch in (6, 4, 1):
         stepped = copy.deepcopy(model)
         losses.append(gradient_steps(stepped, calibration_ids,
-                                     StepConfig(lr=1.0, steps=1, micro_batch=micro_batch, max_grad_norm=None)))
+                                     StepConfig(optimizer="sgd", lr=1.0, steps=1, micro_batch=micro_batch, max_grad_norm=None)))
         updates.append({n: p.detach() - start[n] for n, p in trainable_parameters(stepped).items()})
     # one tolerance for all: some gradients are zero up to rounding (a key bias cannot change a softmax)
     scale = max(float(u.abs().max()) for u in updates[0].values())
@@ -319,7 +311,7 @@ def test_only_decoder_layer_parameters_change(make_tiny_model, calibration_ids, 
     assert names == {n for n, p in model.named_parameters() if id(p) in layer_params}
     assert not any("embed" in n or "lm_head" in n for n in names)
 
-    gradient_steps(model, calibration_ids, StepConfig(lr=0.05, steps=2))
+    gradient_steps(model, calibration_ids, StepConfig(optimizer="sgd", lr=0.05, steps=2))
     for name, p in model.named_parameters():
         if name in names:
             assert not torch.equal(p, before[name]), name
@@ -349,7 +341,7 @@ def test_gradient_step_arguments_are_checked(make_tiny_model, calibration_ids):
     with pytest.raises(ConfigError, match="unknown optimizer"):
         StepConfig(optimizer="lion")
     with pytest.raises(IobsError, match="lower the learning rate"):
-        gradient_steps(model, calibration_ids, StepConfig(lr=1e30, steps=3, max_grad_norm=None))
+        gradient_steps(model, calibration_ids, StepConfig(optimizer="sgd", lr=1e30, steps=3, max_grad_norm=None))
 
 
 def test_gradient_steps_leave_the_global_rng_alone(make_tiny_model, calibration_ids):

@@ -9,9 +9,10 @@ import platform
 import socket
 import subprocess
 import tempfile
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 TRACKED_PACKAGES = ("iobs", "torch", "numpy", "transformers", "tokenizers", "datasets", "pandas", "snakemake")
 
@@ -52,18 +53,27 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write via a temporary file and rename, so an interrupted write never leaves a complete-looking file."""
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success rename it into place, on any failure delete it.
+
+    Every file iobs writes goes through here, so an interrupted write never leaves a complete-looking artifact.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
+        yield Path(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
 
 
 def atomic_write_json(path: str | Path, data: Any) -> None:

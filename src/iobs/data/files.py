@@ -16,20 +16,13 @@ from typing import Iterator
 import torch
 
 from iobs.errors import DataError
+from iobs.provenance import atomic_path
 
 
 def atomic_save_tensor(path: str | Path, tensor: torch.Tensor) -> None:
     """torch.save via a temporary file in the same directory, then rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(tensor.contiguous().clone(), tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def load_tensor(path: str | Path, what: str = "tensor") -> torch.Tensor:

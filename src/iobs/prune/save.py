@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from iobs.errors import DataError
+from iobs.provenance import atomic_path
 
 MASKS_FORMAT = "iobs-masks-packbits-v1"
 MASKS_FILENAME = "masks.pt"
@@ -44,16 +45,8 @@ def save_masks(masks: dict[str, torch.Tensor], path: str | Path) -> None:
     """Write {module name: bool mask (True = kept)} to `path` (torch.save, via tmp + rename)."""
     payload = {"format": MASKS_FORMAT,
                "masks": {name: {"shape": list(m.shape), "bits": pack_mask(m)} for name, m in masks.items()}}
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(payload, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def load_masks(path: str | Path) -> dict[str, torch.Tensor]:

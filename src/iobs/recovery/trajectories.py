@@ -7,14 +7,13 @@ prior, image_source, image_shape, step, sizes, seed, support_search, the experim
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from iobs.errors import DataError
+from iobs.provenance import atomic_path
 
 ARRAYS = ("loss", "dist", "w_final", "w_star", "k")
 
@@ -45,17 +44,9 @@ class RunRecord:
 
 def save_trajectory(path: str | Path, record: RunRecord) -> None:
     """Write ``record`` to ``path`` via a temporary file and rename (never a partial npz under the real name)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez_compressed(fh, meta=np.array(json.dumps(record.meta, sort_keys=True)),
-                                **{name: np.asarray(getattr(record, name)) for name in ARRAYS})
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez_compressed(fh, meta=np.array(json.dumps(record.meta, sort_keys=True)),
+                            **{name: np.asarray(getattr(record, name)) for name in ARRAYS})
 
 
 def load_trajectory(path: str | Path) -> RunRecord:
