@@ -81,13 +81,13 @@ def test_pretrain_and_evaluate_jobs(pipeline):
     assert out["model_prov"]["pretrain"]["valid_perplexity"] == metrics["valid"]["perplexity"]
     assert (out["model"]["model"] / "model.safetensors").is_file()
     assert (out["model"]["model"] / "tokenizer.json").is_file()
-    paths, prov = _run("iobs.eval.jobs:evaluate_perplexity", tmp, "eval",
-                       {"model": out["model"]["model"], "tokens": out["valid"]["tokens"]}, {"metrics": "eval.json"},
-                       seqlen=32, max_windows=8, batch_size=3, split="valid")
-    result = json.loads(paths["metrics"].read_text())
+    paths, prov = _run("iobs.eval.jobs:evaluate_model", tmp, "eval",
+                       {"model": out["model"]["model"], "streams": [out["valid"]["tokens"]]}, {"metrics": "eval.json"},
+                       streams=[{"eval_set": "stdlib", "split": "valid"}], seqlen=32, max_windows=8, batch_size=3)
+    result = json.loads(paths["metrics"].read_text())["results"][0]
     assert result["windows"] == 8 and result["tokens"] == 8 * 31 and result["split"] == "valid"
     assert result["perplexity"] == pytest.approx(metrics["valid"]["perplexity"], rel=1e-5)  # same windows
-    assert prov["perplexity"]["perplexity"] == result["perplexity"]
+    assert prov["perplexity"]["stdlib-valid"] == result["perplexity"]
 
 
 @pytest.mark.skipif(not (SHARED / "c4-samples").is_dir(), reason="C4 samples not available")
@@ -105,7 +105,8 @@ def test_jobs_without_a_source_or_model_fail_with_one_line(pipeline):
     with pytest.raises(DataError, match="needs a text source"):
         _run("iobs.data.jobs:tokenize", tmp, "t", {"tokenizer": out["tok"]["tokenizer"]}, {"tokens": "x.pt"})
     with pytest.raises(DataError, match="needs a model"):
-        _run("iobs.eval.jobs:evaluate_perplexity", tmp, "e", {"tokens": out["valid"]["tokens"]}, {"metrics": "e.json"})
+        _run("iobs.eval.jobs:evaluate_model", tmp, "e", {"streams": [out["valid"]["tokens"]]}, {"metrics": "e.json"},
+             streams=[{"eval_set": "stdlib", "split": "valid"}])
 
 
 
@@ -120,9 +121,9 @@ def test_evaluate_model_job_scores_every_stream_with_one_load(pipeline):
     assert record["labels"] == {"model": "tiny-opt", "method": "dense"}
     assert [(r["eval_set"], r["split"], r["windows"]) for r in record["results"]] == [
         ("stdlib", "valid", 8), ("stdlib", "train", 8)]
-    single, _ = _run("iobs.eval.jobs:evaluate_perplexity", tmp, "eval_valid",
-                     {"model": out["model"]["model"], "tokens": out["valid"]["tokens"]}, {"metrics": "ev.json"},
-                     seqlen=32, max_windows=8)
-    assert record["results"][0]["perplexity"] == json.loads(single["metrics"].read_text())["perplexity"]
+    single, _ = _run("iobs.eval.jobs:evaluate_model", tmp, "eval_valid",
+                     {"model": out["model"]["model"], "streams": [out["valid"]["tokens"]]}, {"metrics": "ev.json"},
+                     streams=streams[:1], seqlen=32, max_windows=8)
+    assert record["results"][0]["perplexity"] == json.loads(single["metrics"].read_text())["results"][0]["perplexity"]
     assert record["results"][1]["perplexity"] != record["results"][0]["perplexity"]
     assert prov["perplexity"]["stdlib-valid"] == record["results"][0]["perplexity"]

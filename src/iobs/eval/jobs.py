@@ -1,4 +1,4 @@
-"""Job function (see iobs.jobs) that measures the perplexity of one model on one token stream."""
+"""Job function (see iobs.jobs) that measures the perplexity of one model on every configured token stream."""
 
 from __future__ import annotations
 
@@ -9,28 +9,6 @@ from iobs.eval.perplexity import perplexity
 from iobs.jobs import JobContext
 from iobs.models.load import load_model, quiet_progress_bars
 from iobs.provenance import atomic_write_json
-
-
-def evaluate_perplexity(ctx: JobContext) -> dict:
-    """Perplexity per the SparseGPT protocol on non-overlapping windows of a stream (iobs.eval.perplexity).
-
-    inputs: model (directory; or param model = a hub id or path), tokens (.pt stream made with the model's tokenizer).
-    outputs: metrics (JSON: perplexity, nll, tokens, windows, seqlen, seconds, plus the model, split and dtype).
-    params: seqlen (default 256; the paper's models: 2048), max_windows (null = the whole stream; default null),
-            batch_size (default 8), dtype (float32 | bfloat16 | float16, default float32), device (default cpu),
-            split (a label copied into the metrics, e.g. "valid"), model_key (config key named in error messages).
-    """
-    quiet_progress_bars()
-    p = ctx.params
-    source = ctx.input.get("model") or p.get("model")
-    if not source:
-        raise DataError(f"job {ctx.name} needs a model: give a 'model' input directory or param")
-    model = load_model(source, p.get("dtype", "float32"), p.get("device", "cpu"), key=p.get("model_key", "model"))
-    windows = eval_windows(load_stream(ctx.input["tokens"]), int(p.get("seqlen", 256)), p.get("max_windows"))
-    result = perplexity(model, windows, int(p.get("batch_size", 8)), p.get("device", "cpu"))
-    result.update(model=str(source), split=p.get("split"), dtype=p.get("dtype", "float32"))
-    atomic_write_json(ctx.out("metrics"), result)
-    return {"perplexity": result}
 
 
 def evaluate_model(ctx: JobContext) -> dict:
