@@ -254,9 +254,9 @@ def sweep(args) -> list[dict]:
     dense = load_model(args.model, "float32", "cpu", key="--model")
     ppl, seconds = evaluate(dense, eval_sets, args.eval_batch_size)
     del dense
-    rows = [{**base, "sparsity": "", "setting": "", "optimizer": "", "lr": "", "steps": "", "variant": "dense",
-             "round": 0, "valid_ppl": ppl["valid"], "test_ppl": ppl.get("test", ""), "eval_s": round(seconds, 2)}]
-    rows = [{column: row.get(column, "") for column in COLUMNS} for row in rows]
+    dense_row = {**base, "variant": "dense", "round": 0, "valid_ppl": ppl["valid"], "test_ppl": ppl.get("test", ""),
+                 "eval_s": round(seconds, 2)}
+    rows = [{column: dense_row.get(column, "") for column in COLUMNS}]
     print(f"{label}: dense valid ppl {ppl['valid']:.3f}" + (f", test {ppl['test']:.3f}" if args.test else ""))
     for sparsity in args.sparsities:
         for setting in settings:
@@ -279,9 +279,10 @@ def report(rows: list[dict]) -> None:
     print("gap % = I-OBS best / sparsegpt_ft best - 1 (negative: re-projection helps); wiggle % = std over rounds "
           "2..T of I-OBS(r) / ft(r) - 1; mask chg % = largest per-round change of the I-OBS mask")
     chosen, scores = choose_setting(summary)
+    marker = f"   <- chosen (scores within {TIE_TOLERANCE:.1%} tie and go to fewer steps)"
     print("\nscore = geometric mean over (model, seed, sparsity) of I-OBS best / SparseGPT (lower is better):")
     for setting, score in sorted(scores.items(), key=lambda kv: kv[1]):
-        print(f"  {setting:<14} {score:.4f}{'   <- chosen (ties within 0.2% go to fewer steps)' if setting == chosen else ''}")
+        print(f"  {setting:<14} {score:.4f}{marker if setting == chosen else ''}")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
