@@ -46,3 +46,15 @@ def calibration_ids(tiny_dims) -> torch.Tensor:
     """[6, 24] int64 random token ids: 6 sequences so a batch size of 4 leaves an uneven last batch."""
     generator = torch.Generator().manual_seed(1234)
     return torch.randint(0, tiny_dims.vocab_size, (6, 24), generator=generator)
+
+
+def offline_data_errors(script: str, tmp_path) -> tuple[list[str], str]:
+    """Run `script` in a fresh interpreter with the hub offline and an empty cache; return its "DataError:" lines
+    (and the whole output, for assertion messages)."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf"))
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    return [line for line in out.stdout.splitlines() if line.startswith("DataError:")], out.stdout + out.stderr

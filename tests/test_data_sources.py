@@ -4,14 +4,13 @@ import gzip
 import hashlib
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from iobs.data.sources import load_documents, load_text, read_jsonl_documents, wikitext_rows_from_file
 from iobs.errors import DataError
+from tests.conftest import offline_data_errors
 
 SHARED = Path(os.environ.get("IOBS_SHARED_DATA", "/work/shared/data"))
 WIKI_RAW = SHARED / "wikitext-2-raw" / "wiki.test.raw"
@@ -85,10 +84,8 @@ for spec, key in [({"kind": "wikitext2"}, "data.eval.wikitext2"), ({"kind": "c4"
 
 
 def test_hub_sources_offline_give_a_data_error_with_the_config_key(tmp_path):
-    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf"))
-    out = subprocess.run([sys.executable, "-c", OFFLINE_SCRIPT], env=env, capture_output=True, text=True, timeout=120)
-    lines = [line for line in out.stdout.splitlines() if line.startswith("DataError:")]
-    assert len(lines) == 3, out.stdout + out.stderr
+    lines, output = offline_data_errors(OFFLINE_SCRIPT, tmp_path)
+    assert len(lines) == 3, output
     for line, key in zip(lines, ["data.eval.wikitext2", "data.eval.c4", "data.calibration.c4"]):
         assert "offline mode is on" in line and f"set {key}.path to a local copy" in line
-    assert "Traceback" not in out.stderr
+    assert "Traceback" not in output

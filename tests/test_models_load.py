@@ -1,8 +1,5 @@
 """Saving and loading models and tokenizers: local round trip, dtype, and one-line errors (missing, offline hub)."""
 
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -12,6 +9,7 @@ from iobs.errors import DataError
 from iobs.models.families import TinyDims, build_tiny_model
 from iobs.models.load import load_model, load_tokenizer, looks_local, parse_dtype
 from iobs.models.pretrain import save_model_dir
+from tests.conftest import offline_data_errors
 
 limit_tokenizer_threads(1)
 
@@ -66,9 +64,7 @@ for call in (lambda: load_model("facebook/opt-125m", key="models.opt125m.path"),
 
 
 def test_hub_model_offline_gives_a_data_error_naming_the_key(tmp_path):
-    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf"))
-    out = subprocess.run([sys.executable, "-c", OFFLINE_SCRIPT], env=env, capture_output=True, text=True, timeout=120)
-    lines = [line for line in out.stdout.splitlines() if line.startswith("DataError:")]
-    assert len(lines) == 2, out.stdout + out.stderr
+    lines, output = offline_data_errors(OFFLINE_SCRIPT, tmp_path)
+    assert len(lines) == 2, output
     for line in lines:
         assert "'facebook/opt-125m'" in line and "offline mode is on" in line and "set models.opt125m.path" in line
