@@ -26,6 +26,8 @@ class StepConfig:
     micro_batch: int = 8  # sequences per forward/backward; gradients of a step are averaged over the whole batch
     masked: bool = False  # True: pruned weights stay zero (gradient and weight masked)
     max_grad_norm: float | None = 1.0  # clip the global gradient norm (None = no clipping)
+    gradient_checkpointing: bool = False
+    offload_optimizer: bool = False
 
     def __post_init__(self):
         if self.optimizer not in ("sgd", "adam"):
