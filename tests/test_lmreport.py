@@ -162,6 +162,18 @@ def test_controls_table_gaps_and_share(frame, ppl):
     assert row["share_explained_by_sparsegpt_ft"] == pytest.approx(1.4 / 2.4)
 
 
+def test_dense_reference_follows_the_iobs_round_not_dense_ft(frame):
+    """dense + ft is the dense model after as many step blocks as the I-OBS round shown took, whichever round
+    fine-tune-then-prune (dense_ft) does best at (at high sparsity its best is often round 1, no steps at all)."""
+    dense_ft_round_five = (frame["method"] == "dense_ft") & (frame["round"] == 5) & (frame["split"] == "valid")
+    frame = frame.assign(perplexity=frame["perplexity"].where(~dense_ft_round_five, 40.0))
+    ppl = Perplexities(frame, best_rounds(frame, "stdlib"))
+    row = controls_table(frame, ppl, preferred_sets=["stdlib"]).iloc[0]
+    assert (row["dense_ft_round"], row["iobs_round"]) == (5, 3)
+    assert row["dense_ft_dense"] == ppl.get(row["model"], "dense_ft_dense", "0.5", 3, "stdlib", "test")
+    assert row["dense_ft_dense"] != ppl.get(row["model"], "dense_ft_dense", "0.5", 5, "stdlib", "test")
+
+
 def test_no_share_when_iobs_best_round_is_sparsegpt_itself(frame):
     round_one = (frame["method"] == "iobs") & (frame["round"] == 1) & (frame["split"] == "valid")
     frame = frame.assign(perplexity=frame["perplexity"].where(~round_one, 40.0))

@@ -87,7 +87,7 @@ def share_explained(sparsegpt: float, sparsegpt_ft: float, iobs: float) -> float
 def controls_table(frame: pd.DataFrame, ppl: Perplexities, split: str = "test",
                    preferred_sets: list[str] | None = None) -> pd.DataFrame:
     """Issue 6: per model, eval set and I-OBS sparsity, the ``split`` perplexity of the dense model, the dense model
-    after the same gradient steps (dense_ft's dense reference at dense_ft's best validation round), one-shot
+    after the same gradient steps as I-OBS (dense_ft's dense state at I-OBS's best validation round), one-shot
     SparseGPT, SparseGPT + masked fine-tuning, fine-tune-then-prune (dense_ft) and I-OBS (each at its best
     validation round), the pruning gap, the share of it each closes, and the share of I-OBS's gain that masked
     fine-tuning explains."""
@@ -95,7 +95,8 @@ def controls_table(frame: pd.DataFrame, ppl: Perplexities, split: str = "test",
     for model, eval_set, sparsity in _groups(frame, ["iobs", "sparsegpt_ft", "dense_ft"], preferred_sets):
         row = {"model": model, "eval_set": eval_set, "sparsity": sparsity, "split": split,
                "dense": ppl.dense(model, eval_set, split),
-               "dense_ft_dense": ppl.at_best(model, "dense_ft", sparsity, eval_set, split, method=DENSE_REFERENCE),
+               # the matching dense reference: as many step blocks as I-OBS's chosen round took
+               "dense_ft_dense": ppl.at_best(model, "iobs", sparsity, eval_set, split, method=DENSE_REFERENCE),
                "sparsegpt": ppl.sparsegpt(model, sparsity, eval_set, split)}
         for variant in ("sparsegpt_ft", "dense_ft", "iobs"):
             row[variant] = ppl.at_best(model, variant, sparsity, eval_set, split)
