@@ -1,5 +1,6 @@
 """The memory plan of the I-OBS gradient step on tiny random OPT, Llama and Phi: an offloaded optimizer and
-checkpointed decoder layers take the same steps as the plain step."""
+checkpointed decoder layers take the same steps as the plain step; the memory estimate counts the parameters of
+real models exactly and puts each item where the plan says."""
 
 from __future__ import annotations
 
@@ -8,10 +9,12 @@ from dataclasses import replace
 
 import pytest
 import torch
+from transformers import LlamaConfig
 
-from iobs.errors import IobsError
+from iobs.errors import ConfigError, IobsError
+from iobs.iterative.memory import PHASES, ModelShape, model_shape, step_memory
 from iobs.iterative.steps import StepConfig, checkpointed_layers, float32_masters, gradient_steps, trainable_parameters
-from iobs.models.families import decoder_layers
+from iobs.models.families import TINY_CONFIGS, decoder_layers
 from iobs.prune.driver import prune_model
 from tests.conftest import ATTENTIONS, FAMILIES
 
@@ -126,3 +129,66 @@ def test_checkpointing_restores_the_forwards_after_an_error(make_tiny_model, cal
             raise RuntimeError("inside")
     assert layers[1].__dict__["forward"] is own
     assert not any("forward" in layer.__dict__ for i, layer in enumerate(layers) if i != 1)
+
+
+# ---- memory estimate -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_model_shape_counts_the_parameters_of_real_models(make_tiny_model, tiny_dims, family):
+    model = make_tiny_model(family)
+    shape = model_shape(TINY_CONFIGS[family](tiny_dims))
+    assert shape.parameters == sum(p.numel() for p in model.parameters())  # OPT's tied lm_head counted once
+    assert shape.trainable == sum(p.numel() for p in trainable_parameters(model).values())
+    assert (shape.layers, shape.hidden, shape.mlp_width, shape.vocab) == \
+        (tiny_dims.layers, tiny_dims.hidden, tiny_dims.ffn, tiny_dims.vocab_size)
+
+
+def test_model_shape_of_a_published_model_costs_no_memory():
+    """Llama-2-7B's published dimensions give its published parameter count, on the meta device."""
+    config = LlamaConfig(vocab_size=32000, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
+                         num_attention_heads=32, num_key_value_heads=32)
+    shape = model_shape(config)
+    assert shape.parameters == 6_738_415_616
+    assert shape.trainable == 32 * (4 * 4096 * 4096 + 3 * 4096 * 11008 + 2 * 4096)
+
+
+SHAPE = ModelShape(parameters=1000, trainable=800, layers=4, hidden=16, mlp_width=64, vocab=100)
+PLANNED = ("float32 master weights", "float32 master gradients", "optimizer state")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_the_plan_moves_items_between_device_and_host(dtype):
+    b = dtype.itemsize
+    config = StepConfig(optimizer="adam", micro_batch=2)
+    plain = step_memory(SHAPE, dtype, 32, config)
+    offloaded = step_memory(SHAPE, dtype, 32, replace(config, offload_optimizer=True))
+    checkpointed = step_memory(SHAPE, dtype, 32, replace(config, gradient_checkpointing=True))
+    device, host = plain.bytes_on("device"), plain.bytes_on("host")
+    assert device["weights"] == 1000 * b and device["gradients"] == 800 * b and device["optimizer state"] == 6400
+    masters = 0 if dtype == torch.float32 else 3200  # a float32 parameter is its own master unless offloaded
+    assert device["float32 master weights"] == device["float32 master gradients"] == masters
+    assert set(host.values()) == {0} and plain.peak("host") == 0
+
+    moved_device, moved_host = offloaded.bytes_on("device"), offloaded.bytes_on("host")
+    assert all(moved_device[name] == 0 for name in PLANNED)
+    assert [moved_host[name] for name in PLANNED] == [3200, 3200, 6400]
+    assert all(moved_device[n] == device[n] for n in device if n not in PLANNED)
+    assert offloaded.peak("host") == 3200 + 3200 + 6400  # the update phase
+    assert offloaded.peak("device") == sum(moved_device[n] for n in ("weights", "gradients", "activations", "logits"))
+
+    kept = checkpointed.bytes_on("device")
+    assert kept["activations"] < device["activations"] / 2 and checkpointed.peak("host") == 0
+    assert all(kept[n] == device[n] for n in device if n != "activations")
+
+    for memory in (plain, offloaded, checkpointed):
+        by_phase = [sum(i.nbytes for i in memory.items if phase in i.phases) for phase in PHASES]
+        assert memory.peak() == max(by_phase) <= memory.peak("device") + memory.peak("host")
+    assert step_memory(SHAPE, dtype, 32, replace(config, optimizer="sgd")).bytes_on("device")["optimizer state"] == 0
+
+
+def test_memory_estimate_arguments_are_checked():
+    with pytest.raises(ConfigError, match="dtype"):
+        step_memory(SHAPE, torch.int8, 32, StepConfig())
+    with pytest.raises(ConfigError, match="seqlen"):
+        step_memory(SHAPE, torch.float16, 0, StepConfig())
