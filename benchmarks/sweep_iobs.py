@@ -38,7 +38,7 @@ from iobs.data.streams import load_stream
 from iobs.data.windows import calibration_batch, eval_windows
 from iobs.errors import ConfigError, DataError, IobsError
 from iobs.eval.perplexity import perplexity
-from iobs.iterative.rounds import run_round, variant
+from iobs.iterative.rounds import History, run_round, variant
 from iobs.iterative.steps import StepConfig
 from iobs.models.load import load_model, quiet_progress_bars
 from iobs.provenance import atomic_write_text
@@ -46,7 +46,8 @@ from iobs.provenance import atomic_write_text
 DEFAULT_SETTINGS = ["sgd:0.005:10", "sgd:0.005:20", "sgd:0.02:10", "sgd:0.02:20", "sgd:0.05:10", "sgd:0.05:20",
                     "adam:1e-4:20", "adam:3e-4:20"]
 COLUMNS = ["model", "calibration_seed", "sparsity", "setting", "optimizer", "lr", "steps", "variant", "round",
-           "valid_ppl", "test_ppl", "mask_changed_since_previous", "mask_changed_since_first", "loss_first_step",
+           "valid_ppl", "test_ppl", "mask_changed_since_previous", "mask_changed_since_first",
+           "support_changed_since_previous", "loss_first_step",
            "loss_last_step", "projection_s", "steps_s", "eval_s"]
 TIE_TOLERANCE = 0.002  # relative score difference treated as a tie (validation ppl noise is larger than this)
 
@@ -209,7 +210,7 @@ def run_variant(args, setting: Setting, sparsity: str, name: str, batches, eval_
     steps = StepConfig(optimizer=setting.optimizer, lr=setting.lr, steps=setting.steps,
                        micro_batch=args.micro_batch, masked=False, max_grad_norm=args.max_grad_norm)
     state = load_model(args.model, "float32", "cpu", key="--model")
-    rows, previous, first = [], None, None
+    rows, history = [], History()
     for r in range(1, args.rounds + 1):
         scores = {}
 
@@ -217,16 +218,17 @@ def run_variant(args, setting: Setting, sparsity: str, name: str, batches, eval_
             scores["ppl"], scores["seconds"] = evaluate(model, eval_sets, args.eval_batch_size)
 
         result = run_round(state, batches[r - 1], r, variant(name), solver=args.solver, sparsity=sparsity,
-                           steps=steps, previous_masks=previous, first_masks=first, seed=args.seed,
+                           steps=steps, **history.as_kwargs(), seed=args.seed,
                            take_steps=r < args.rounds, on_sparse=score, batch_size=args.batch_size)
-        previous = result.masks
-        first = first if first is not None else result.masks
+        history = history.after(result)
         losses = result.step_losses
         rows.append({**base, "sparsity": sparsity, "setting": setting.label, "optimizer": setting.optimizer,
                      "lr": setting.lr, "steps": setting.steps, "variant": name, "round": r,
                      "valid_ppl": scores["ppl"]["valid"], "test_ppl": scores["ppl"].get("test", ""),
                      "mask_changed_since_previous": result.dynamics.get("changed_since_previous", {}).get("total", ""),
                      "mask_changed_since_first": result.dynamics.get("changed_since_first", {}).get("total", ""),
+                     "support_changed_since_previous":
+                         result.dynamics.get("support_changed_since_previous", {}).get("total", ""),
                      "loss_first_step": losses[0] if losses else "", "loss_last_step": losses[-1] if losses else "",
                      "projection_s": round(result.seconds["projection"], 2),
                      "steps_s": round(result.seconds["steps"], 2), "eval_s": round(scores["seconds"], 2)})

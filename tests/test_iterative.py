@@ -14,11 +14,11 @@ from transformers import AutoModelForCausalLM
 from iobs.errors import ConfigError, IobsError
 from iobs.iterative import rounds as rounds_module
 from iobs.iterative.dynamics import changed_fraction, regrowth
-from iobs.iterative.rounds import VARIANTS, run_round, variant
+from iobs.iterative.rounds import VARIANTS, History, run_round, variant
 from iobs.iterative.steps import StepConfig, calibration_loss, gradient_steps, trainable_parameters
 from iobs.models.families import decoder_layers
 from iobs.prune.driver import prune_model
-from iobs.prune.save import load_masks, save_masks, save_pruned_model
+from iobs.prune.save import load_masks, load_support, save_masks, save_pruned_model
 from iobs.prune.sparsity import SparsitySpec, pruned_count
 from tests.conftest import FAMILIES
 
@@ -53,19 +53,18 @@ def with_dropout(model, p: float = 0.1):
     return model
 
 
-def run_rounds(model, batches, name, *, sparsity="0.5", first_round=1, last_round=ROUNDS, previous_masks=None,
-               first_masks=None, steps=STEPS):
+def run_rounds(model, batches, name, *, sparsity="0.5", first_round=1, last_round=ROUNDS, history=None,
+               steps=STEPS):
     """Run rounds first_round..last_round of variant `name`; returns (results, sparse weights seen by on_sparse)."""
     results, sparse = [], []
+    history = history or History()
     for r in range(first_round, last_round + 1):
         def keep(model, masks):
             sparse.append(snapshot(model))
 
         result = run_round(model, batches[r - 1], r, variant(name), solver="sparsegpt", sparsity=sparsity,
-                           steps=steps, previous_masks=previous_masks, first_masks=first_masks, seed=7,
-                           on_sparse=keep)
-        previous_masks = result.masks
-        first_masks = first_masks if first_masks is not None else result.masks
+                           steps=steps, **history.as_kwargs(), seed=7, on_sparse=keep)
+        history = history.after(result)
         results.append(result)
     return results, sparse
 
@@ -137,7 +136,8 @@ def test_every_round_hands_on_an_exactly_sparse_model(make_tiny_model, batches, 
         zeros = sum(int((w == 0).sum()) for w in final_state.values())
         assert zeros < 0.01 * sum(w.numel() for w in final_state.values())
         for result in results[1:]:
-            assert set(result.dynamics) == {"changed_since_previous", "changed_since_first", "regrowth"}
+            assert set(result.dynamics) == {"changed_since_previous", "changed_since_first", "regrowth",
+                                            "support_changed_since_previous", "support_changed_since_first"}
     if name == "iobs":
         assert any(r.dynamics["changed_since_previous"]["total"] > 0 for r in results[1:])
 
@@ -177,15 +177,18 @@ def test_resuming_from_saved_state_and_masks_equals_running_through(make_tiny_mo
 
     first_half = make()
     early, _ = run_rounds(first_half, batches, name, last_round=ROUNDS - 1)
-    save_pruned_model(early[-1].state, tmp_path / "state", masks=early[-1].masks)
-    save_masks(early[0].masks, tmp_path / "first_masks.pt")
+    save_pruned_model(early[-1].state, tmp_path / "state")
+    save_masks(early[-1].masks, tmp_path / "previous_masks.pt", support=early[-1].support)
+    save_masks(early[0].masks, tmp_path / "first_masks.pt", support=early[0].support)
     del first_half, early
 
     resumed = AutoModelForCausalLM.from_pretrained(tmp_path / "state")
     assert resumed.dtype == torch.float32
-    late, late_sparse = run_rounds(resumed, batches, name, first_round=ROUNDS,
-                                   previous_masks=load_masks(tmp_path / "state" / "masks.pt"),
-                                   first_masks=load_masks(tmp_path / "first_masks.pt"))
+    history = History(previous_masks=load_masks(tmp_path / "previous_masks.pt"),
+                      previous_support=load_support(tmp_path / "previous_masks.pt"),
+                      first_masks=load_masks(tmp_path / "first_masks.pt"),
+                      first_support=load_support(tmp_path / "first_masks.pt"))
+    late, late_sparse = run_rounds(resumed, batches, name, first_round=ROUNDS, history=history)
     assert_same_weights(late_sparse[0], sparse[-1])
     assert_same_weights(snapshot(resumed), snapshot(through))
     assert late[0].step_losses == results[-1].step_losses
@@ -410,3 +413,46 @@ def test_regrowth_on_hand_made_weights():
     assert result["ratio_mean"] == pytest.approx((3.0 / 2.0 + 6.0 / 2.0) / 2)
     assert result["ratio_median"] == pytest.approx(1.5)  # torch's median of an even count is the lower middle
     assert regrowth(previous, previous, pre_projection) == {"regrown": 0, "ratio_mean": None, "ratio_median": None}
+
+
+def test_support_dynamics_leave_out_dead_inputs(make_tiny_model, batches):
+    """OPT's fc2 inputs are ReLU outputs. Units whose ReLU never fires give fc2 columns that SparseGPT zeroes and
+    no gradient revives: whether such a zero is labelled kept or pruned is a tie-break that may flip between
+    rounds. The support (weight != 0) must not count those flips; it is what the sparse model really is."""
+    model = make_tiny_model("opt")
+    dead = torch.arange(int(0.8 * model.config.ffn_dim))  # more dead columns than 50% sparsity prunes
+    with torch.no_grad():
+        for layer in decoder_layers(model):
+            layer.fc1.weight[dead] = 0.0
+            layer.fc1.bias[dead] = -1.0  # ReLU(-1) = 0 on every token
+    results, sparse = run_rounds(model, batches, "iobs", sparsity="0.5")
+    assert any((r.masks[n] & ~r.support[n]).any() for r in results for n in r.masks)  # kept-but-zero exist
+    dead_label_flips = 0
+    for result, weights in zip(results, sparse):
+        for name, mask in result.masks.items():
+            support = result.support[name]
+            assert torch.equal(support, weights[f"{name}.weight"] != 0)
+            assert not (support & ~mask).any()  # nonzero only where kept
+            if name.endswith("fc2"):
+                assert not support[:, dead].any()
+    for before, after in zip(results, results[1:]):
+        flips = after.dynamics["support_changed_since_previous"]
+        for name in after.masks:
+            changed = before.support[name] != after.support[name]
+            assert flips["per_layer"][name] == pytest.approx(changed.float().mean().item())
+            if name.endswith("fc2"):
+                assert not changed[:, dead].any()
+                dead_label_flips += int((before.masks[name] != after.masks[name])[:, dead].sum())
+        assert flips["total"] > 0  # the live weights do move between rounds
+        assert flips["total"] <= after.dynamics["changed_since_previous"]["total"]
+    assert dead_label_flips > 0  # the mask view does count tie-break flips: the support view is needed
+
+
+def test_masks_file_keeps_the_support(tmp_path):
+    masks = {"a": torch.tensor([[True, True, False]]), "b": torch.tensor([[False], [True]])}
+    support = {"a": torch.tensor([[True, False, False]]), "b": torch.tensor([[False], [True]])}
+    save_masks(masks, tmp_path / "with.pt", support=support)
+    save_masks(masks, tmp_path / "without.pt")
+    assert all(torch.equal(load_masks(tmp_path / "with.pt")[n], masks[n]) for n in masks)
+    assert all(torch.equal(load_support(tmp_path / "with.pt")[n], support[n]) for n in support)
+    assert load_support(tmp_path / "without.pt") is None

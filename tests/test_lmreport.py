@@ -9,6 +9,7 @@ import pytest
 
 from iobs.errors import DataError
 from iobs.report import figures
+from iobs.report.figures import LABELS
 from iobs.report.dynamics import DYNAMICS_COLUMNS, dynamics_table
 from iobs.report.frames import Perplexities, best_rounds, check_frame, load_pruning, selection_set, sparsity_label
 from iobs.report.tables import (CONTROLS_COLUMNS, LLM_COLUMNS, METHODS_COLUMNS, controls_summary, controls_table,
@@ -269,7 +270,8 @@ def test_model_family_from_config_or_name():
 
 # ---- mask dynamics ---------------------------------------------------------------------------------------------
 
-def _metrics(tmp_path, model, variant, sparsity, round_index, previous, first, per_layer=None, regrowth=None):
+def _metrics(tmp_path, model, variant, sparsity, round_index, previous, first, per_layer=None, regrowth=None,
+             support=False):
     path = tmp_path / "prune" / model / variant / sparsity / f"round{round_index}" / "metrics.json"
     path.parent.mkdir(parents=True)
     dynamics = {}
@@ -279,6 +281,11 @@ def _metrics(tmp_path, model, variant, sparsity, round_index, previous, first, p
                     "changed_since_first": {"total": first, "per_layer": {k: 2 * v for k, v in per_layer.items()}}}
         if regrowth is not None:
             dynamics["regrowth"] = regrowth
+        if support:  # the support view: half the mask changes (the rest are kept-but-zero label flips)
+            for since in ("previous", "first"):
+                change = dynamics[f"changed_since_{since}"]
+                dynamics[f"support_changed_since_{since}"] = {
+                    "total": change["total"] / 2, "per_layer": {k: v / 2 for k, v in change["per_layer"].items()}}
     path.write_text(json.dumps({"variant": variant, "round": round_index, "sparsity": sparsity, "dynamics": dynamics,
                                 "step_losses": [3.0, 2.9], "seconds": {"projection": 1.0, "steps": 2.0}}))
     return path
@@ -289,7 +296,7 @@ def metric_paths(tmp_path):
     layers = {"model.layers.0.mlp.fc1": 0.004, "model.layers.0.mlp.fc2": 0.001}
     paths = [_metrics(tmp_path, "tiny-opt", "iobs", "0.5", 1, None, None)]
     paths += [_metrics(tmp_path, "tiny-opt", "iobs", "0.5", r, 0.002 / r, 0.002 * r, layers,
-                       {"regrown": 10 * r, "ratio_mean": 0.9, "ratio_median": None}) for r in (2, 3)]
+                       {"regrown": 10 * r, "ratio_mean": 0.9, "ratio_median": None}, support=True) for r in (2, 3)]
     paths += [_metrics(tmp_path, "tiny-opt", "sparsegpt_ft", "0.5", r, 0.0, 0.0) for r in (2, 3)]
     paths += [_metrics(tmp_path, "tiny-phi", "dense_ft", "2:4", 2, 0.01, 0.01)]
     return paths
@@ -304,10 +311,15 @@ def test_dynamics_table_from_metrics(metric_paths):
     assert iobs["round"].tolist() == [2, 3]
     assert iobs["changed_since_previous"].tolist() == pytest.approx([0.001, 0.002 / 3])
     assert iobs["changed_since_first"].tolist() == pytest.approx([0.004, 0.006])
+    assert iobs["support_changed_since_previous"].tolist() == pytest.approx([0.0005, 0.001 / 3])
+    assert iobs["support_changed_since_first"].tolist() == pytest.approx([0.002, 0.003])
+    assert total[total["variant"] != "iobs"]["support_changed_since_previous"].isna().all()  # older files: none
     assert iobs["regrown"].tolist() == [20, 30] and iobs["regrowth_ratio_median"].isna().all()
     layers = table[(table["variant"] == "iobs") & (table["round"] == 2) & (table["layer"] != "total")]
     assert dict(zip(layers["layer"], layers["changed_since_first"])) == {"model.layers.0.mlp.fc1": 0.008,
                                                                          "model.layers.0.mlp.fc2": 0.002}
+    assert dict(zip(layers["layer"], layers["support_changed_since_first"])) == {"model.layers.0.mlp.fc1": 0.004,
+                                                                                 "model.layers.0.mlp.fc2": 0.001}
     assert table.iloc[0]["layer"] == "total"  # the whole-model row leads each round
     assert set(table["sparsity"]) == {"0.5", "2:4"}
 
@@ -335,6 +347,8 @@ def test_figures_render(frame, ppl, metric_paths, tmp_path):
     first = rounds_axes[0]
     stars = [line for line in first.get_lines() if line.get_marker() == "*"]
     assert [(line.get_xdata()[0], line.get_ydata()[0]) for line in stars][0] == (3, 52.5)
+    iobs_lines = [line for line in drawn["dynamics"].axes[0].get_lines() if line.get_label() == LABELS["iobs"]]
+    assert iobs_lines[0].get_ydata().tolist() == pytest.approx([0.0005, 0.001 / 3])  # the support, when known
     for name, fig in drawn.items():
         path = figures.save_figure(fig, tmp_path / f"{name}.png")
         assert path.stat().st_size > 10_000

@@ -28,7 +28,7 @@ from iobs.cli.common import load_model_and_tokenizer, model_location, pick_devic
 from iobs.cli.data import CalibrationSampler, check_seqlen, resolve_source
 from iobs.cli.parser import solver_options, step_config
 from iobs.errors import IobsError
-from iobs.iterative.rounds import run_round, variant
+from iobs.iterative.rounds import History, run_round, variant
 from iobs.models.families import decoder_layers
 from iobs.prune.driver import prunable_linears, prune_model
 from iobs.prune.save import save_pruned_model
@@ -95,7 +95,7 @@ def run_iobs(model, tokenizer, sampler: CalibrationSampler, spec: SparsitySpec, 
     steps = step_config(args)
     if device.type == "cuda":  # the gradient steps need the whole model on the device, not one layer at a time
         model.to(device)
-    previous = first = None
+    history = History()
     per_round = []
     with staging_folder(out, args.save_every_round) as staging:
         for r in tqdm(range(1, args.rounds + 1), desc="I-OBS rounds", disable=args.no_progress, file=sys.stderr):
@@ -107,13 +107,12 @@ def run_iobs(model, tokenizer, sampler: CalibrationSampler, spec: SparsitySpec, 
 
             # the last round's sparse model is the result: no gradient step after it
             result = run_round(model, batch, r, variant("iobs"), solver=args.solver, sparsity=spec.label, steps=steps,
-                               solver_options=solver_options(args), previous_masks=previous, first_masks=first,
-                               seed=args.seed, take_steps=r < args.rounds, on_sparse=save_round,
+                               solver_options=solver_options(args), **history.as_kwargs(), seed=args.seed, take_steps=r < args.rounds, on_sparse=save_round,
                                progress=not args.no_progress, device=device)
-            previous, first = result.masks, (result.masks if first is None else first)
+            history = history.after(result)
             per_round.append({"round": r, "projection": result.projection.to_dict(), "step_losses": result.step_losses,
                               "dynamics": _totals(result.dynamics), "seconds": result.seconds})
-        save_pruned_model(model, out, masks=previous, tokenizer=tokenizer)
+        save_pruned_model(model, out, masks=history.previous_masks, tokenizer=tokenizer)
         if staging is not None:
             os.replace(staging, out / ROUNDS_DIR)
     return {"method": "iobs", "solver": args.solver, "sparsity": spec.label, "rounds": per_round,
@@ -124,7 +123,7 @@ def run_iobs(model, tokenizer, sampler: CalibrationSampler, spec: SparsitySpec, 
 
 def _totals(dynamics: dict) -> dict:
     """Mask dynamics with changed fractions in total only (the per-Linear breakdown would swamp metrics.json)."""
-    return {k: v["total"] if k.startswith("changed_") else v for k, v in dynamics.items()}
+    return {k: v["total"] if "changed_since" in k else v for k, v in dynamics.items()}
 
 
 def prune_command(args: argparse.Namespace, argv: list[str]) -> dict:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 
 from iobs.data.files import load_tensor
-from iobs.iterative.rounds import run_round, variant
+from iobs.iterative.rounds import History, run_round, variant
 from iobs.iterative.steps import StepConfig
 from iobs.jobs import JobContext
 from iobs.models.load import load_model, load_tokenizer
-from iobs.prune.save import load_masks, save_masks, save_pruned_model
+from iobs.prune.save import load_masks, load_support, save_masks, save_pruned_model
 from iobs.provenance import atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -22,7 +22,7 @@ def iterative_round(ctx: JobContext) -> dict:
             absent at r = 1, where the dense model comes from input `model` or param `model`); previous_masks and
             first_masks (masks.pt of rounds r-1 and 1, from r = 2 on).
     outputs: model (directory: the round's sparse model, evaluated), state (directory: what round r+1 starts
-             from), masks (masks.pt), metrics (JSON: projection report, step losses, mask dynamics, seconds).
+             from), masks (masks.pt, with the sparse model's nonzero pattern), metrics (JSON: projection report, step losses, mask dynamics, seconds).
     params: variant, round, solver, sparsity, options (solver options), steps (StepConfig fields), seed, model,
             model_key, dtype, batch_size.
     """
@@ -32,8 +32,13 @@ def iterative_round(ctx: JobContext) -> dict:
     key = None if ctx.input.get("state") else p.get("model_key")
     state = load_model(source, p.get("dtype", "float32"), "cpu", key=key)
     tokenizer = load_tokenizer(source, key=key)
-    previous = load_masks(ctx.input["previous_masks"]) if ctx.input.get("previous_masks") else None
-    first = load_masks(ctx.input["first_masks"]) if ctx.input.get("first_masks") else previous
+    history = History()
+    if ctx.input.get("previous_masks"):
+        history.previous_masks = history.first_masks = load_masks(ctx.input["previous_masks"])
+        history.previous_support = history.first_support = load_support(ctx.input["previous_masks"])
+    if ctx.input.get("first_masks"):
+        history.first_masks = load_masks(ctx.input["first_masks"])
+        history.first_support = load_support(ctx.input["first_masks"])
     batch = load_tensor(ctx.input["windows"], "calibration windows")
 
     def save_sparse(model, masks):
@@ -41,11 +46,11 @@ def iterative_round(ctx: JobContext) -> dict:
 
     result = run_round(state, batch, round_index, variant(p["variant"]), solver=p["solver"], sparsity=p["sparsity"],
                        steps=StepConfig(**p["steps"]), solver_options=p.get("options") or {},
-                       previous_masks=previous, first_masks=first, seed=int(p.get("seed", 0)),
+                       **history.as_kwargs(), seed=int(p.get("seed", 0)),
                        on_sparse=save_sparse, device=ctx.device,
                        batch_size=int(p.get("batch_size", 8)))
     save_pruned_model(result.state, ctx.out("state"), tokenizer=tokenizer)
-    save_masks(result.masks, ctx.out("masks"))
+    save_masks(result.masks, ctx.out("masks"), support=result.support)
     metrics = {
         "variant": p["variant"], "round": round_index, "sparsity": p["sparsity"], "solver": p["solver"],
         "projection": result.projection.to_dict() if result.projection else None,

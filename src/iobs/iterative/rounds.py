@@ -46,11 +46,32 @@ VARIANTS = {
 @dataclass
 class RoundResult:
     masks: dict[str, torch.Tensor]  # Linear name -> bool [out, in], True = kept
+    support: dict[str, torch.Tensor]  # Linear name -> bool [out, in], True = the sparse model's weight is nonzero
     state: nn.Module  # what round r+1 starts from
     step_losses: list[float]
     projection: PruneReport | None
     dynamics: dict = field(default_factory=dict)
     seconds: dict = field(default_factory=dict)
+
+
+@dataclass
+class History:
+    """The masks and supports of rounds 1 and r-1 that round r needs (all None before round 1)."""
+    previous_masks: dict[str, torch.Tensor] | None = None
+    first_masks: dict[str, torch.Tensor] | None = None
+    previous_support: dict[str, torch.Tensor] | None = None
+    first_support: dict[str, torch.Tensor] | None = None
+
+    def after(self, result: RoundResult) -> "History":
+        """The history that the next round gets."""
+        first = self.first_masks is None
+        return History(previous_masks=result.masks, previous_support=result.support,
+                       first_masks=result.masks if first else self.first_masks,
+                       first_support=result.support if first else self.first_support)
+
+    def as_kwargs(self) -> dict:
+        return {"previous_masks": self.previous_masks, "first_masks": self.first_masks,
+                "previous_support": self.previous_support, "first_support": self.first_support}
 
 
 def variant(name: str) -> Schedule:
@@ -60,6 +81,7 @@ def variant(name: str) -> Schedule:
 
 
 def current_masks(model: nn.Module, names) -> dict[str, torch.Tensor]:
+    """Where the named Linears' weights are nonzero: {name: bool [out, in]} on the CPU."""
     modules = dict(model.named_modules())
     return {name: (modules[name].weight != 0).detach().cpu() for name in names}
 
@@ -67,7 +89,9 @@ def current_masks(model: nn.Module, names) -> dict[str, torch.Tensor]:
 def run_round(state: nn.Module, batch: torch.Tensor, round_index: int, schedule: Schedule, *, solver: str,
               sparsity: str, steps: StepConfig, solver_options: dict | None = None,
               previous_masks: dict[str, torch.Tensor] | None = None,
-              first_masks: dict[str, torch.Tensor] | None = None, seed: int = 0, take_steps: bool = True,
+              first_masks: dict[str, torch.Tensor] | None = None,
+              previous_support: dict[str, torch.Tensor] | None = None,
+              first_support: dict[str, torch.Tensor] | None = None, seed: int = 0, take_steps: bool = True,
               on_sparse: Callable[[nn.Module, dict[str, torch.Tensor]], None] | None = None,
               progress: bool = False, device=None, batch_size: int = 1,
               offload_activations: bool = False) -> RoundResult:
@@ -76,7 +100,10 @@ def run_round(state: nn.Module, batch: torch.Tensor, round_index: int, schedule:
     on_sparse(model, masks) receives the round's sparse model ("I-OBS(r)") before any gradient step, e.g. to save
     it: no second copy of the model is kept in memory (dense_ft keeps one state_dict copy of the dense weights).
     previous_masks / first_masks: the masks of rounds r-1 and 1 (for the mask dynamics, and as the fixed mask of
-    non-projecting rounds). take_steps=False skips the gradient steps.
+    non-projecting rounds). previous_support / first_support: where the sparse models of rounds r-1 and 1 were
+    nonzero; the dynamics then also count changes of the support, which leave out the kept-but-zero positions
+    whose kept/pruned label is a solver tie-break (inputs never active, e.g. dead ReLU units). take_steps=False
+    skips the gradient steps.
     """
     if round_index < 1:
         raise ConfigError(f"rounds are numbered from 1, got {round_index}")
@@ -102,13 +129,20 @@ def run_round(state: nn.Module, batch: torch.Tensor, round_index: int, schedule:
         masks = previous_masks
     timings["projection"] = time.perf_counter() - t0
 
+    support = current_masks(state, masks)
     dynamics = {}
     if previous_masks is not None:
         dynamics["changed_since_previous"] = changed_fraction(previous_masks, masks)
         if first_masks is not None:
             dynamics["changed_since_first"] = changed_fraction(first_masks, masks)
-        if pre_projection is not None:
-            dynamics["regrowth"] = regrowth(previous_masks, masks, pre_projection)
+    if previous_support is not None:
+        dynamics["support_changed_since_previous"] = changed_fraction(previous_support, support)
+        if first_support is not None:
+            dynamics["support_changed_since_first"] = changed_fraction(first_support, support)
+    if pre_projection is not None:
+        # Regrowth on the support when it is known: a kept-but-zero weight that stays zero did not come back.
+        before, after = (previous_support, support) if previous_support is not None else (previous_masks, masks)
+        dynamics["regrowth"] = regrowth(before, after, pre_projection)
 
     if on_sparse is not None:
         on_sparse(state, masks)
@@ -127,5 +161,5 @@ def run_round(state: nn.Module, batch: torch.Tensor, round_index: int, schedule:
                                 seed=seed + round_index)
         state.to(home)
     timings["steps"] = time.perf_counter() - t0
-    return RoundResult(masks=masks, state=state, step_losses=losses,
+    return RoundResult(masks=masks, support=support, state=state, step_losses=losses,
                        projection=projection, dynamics=dynamics, seconds=timings)

@@ -41,16 +41,30 @@ def unpack_mask(packed: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
     return bits[:numel].reshape(shape)
 
 
-def save_masks(masks: dict[str, torch.Tensor], path: str | Path) -> None:
-    """Write {module name: bool mask (True = kept)} to `path` (torch.save, via tmp + rename)."""
-    payload = {"format": MASKS_FORMAT,
-               "masks": {name: {"shape": list(m.shape), "bits": pack_mask(m)} for name, m in masks.items()}}
+def save_masks(masks: dict[str, torch.Tensor], path: str | Path,
+               support: dict[str, torch.Tensor] | None = None) -> None:
+    """Write {module name: bool mask (True = kept)} to `path` (torch.save, via tmp + rename).
+
+    support (optional, same names and shapes): where the saved weights are nonzero. It differs from the mask where
+    a kept weight is exactly zero, e.g. in the columns of inputs that are never active (dead ReLU units), whose
+    kept/pruned state is an arbitrary tie-break of the solver.
+    """
+    payload = {"format": MASKS_FORMAT, "masks": _packed(masks)}
+    if support is not None:
+        payload["support"] = _packed(support)
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
 
 
-def load_masks(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read a file written by save_masks: {module name: bool mask}."""
+def _packed(masks: dict[str, torch.Tensor]) -> dict:
+    return {name: {"shape": list(m.shape), "bits": pack_mask(m)} for name, m in masks.items()}
+
+
+def _unpacked(entries: dict) -> dict[str, torch.Tensor]:
+    return {name: unpack_mask(entry["bits"], tuple(entry["shape"])) for name, entry in entries.items()}
+
+
+def _read_masks_file(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"mask file {path} does not exist: run the pruning job that writes it")
@@ -61,7 +75,18 @@ def load_masks(path: str | Path) -> dict[str, torch.Tensor]:
             from None
     if not isinstance(payload, dict) or payload.get("format") != MASKS_FORMAT:
         raise DataError(f"{path} is not an iobs mask file (expected format {MASKS_FORMAT}): re-run pruning")
-    return {name: unpack_mask(entry["bits"], tuple(entry["shape"])) for name, entry in payload["masks"].items()}
+    return payload
+
+
+def load_masks(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a file written by save_masks: {module name: bool mask}."""
+    return _unpacked(_read_masks_file(path)["masks"])
+
+
+def load_support(path: str | Path) -> dict[str, torch.Tensor] | None:
+    """The nonzero pattern saved beside the masks ({module name: bool}), or None if the file has none."""
+    support = _read_masks_file(path).get("support")
+    return None if support is None else _unpacked(support)
 
 
 def save_pruned_model(model: nn.Module, directory: str | Path, *, masks: dict[str, torch.Tensor] | None = None,

@@ -11,7 +11,10 @@ from iobs.reporting import _metrics_key, _read_json
 
 TOTAL = "total"  # the layer label of the whole-model row
 DYNAMICS_COLUMNS = ["model", "variant", "sparsity", "round", "layer", "changed_since_previous",
-                    "changed_since_first", "regrown", "regrowth_ratio_mean", "regrowth_ratio_median"]
+                    "changed_since_first", "support_changed_since_previous", "support_changed_since_first",
+                    "regrown", "regrowth_ratio_mean", "regrowth_ratio_median"]
+_CHANGES = ["changed_since_previous", "changed_since_first", "support_changed_since_previous",
+            "support_changed_since_first"]
 
 
 def _number(value) -> float:
@@ -22,24 +25,23 @@ def dynamics_rows(model: str, metrics: dict) -> list[dict]:
     """Rows of one round: the whole model (layer "total", with the regrowth statistics) and one per Linear.
 
     Round 1 has no earlier mask, hence no rows. metrics: {"variant", "round", "sparsity", "dynamics":
-    {"changed_since_previous": {"total", "per_layer"}, "changed_since_first": {...}, "regrowth": {...}}}.
+    {"changed_since_previous": {"total", "per_layer"}, "changed_since_first": {...}, "regrowth": {...}}}, plus
+    "support_changed_since_*" (same layout: changes of weight != 0) from rounds whose masks files keep the support.
     """
     dynamics = metrics.get("dynamics") or {}
-    previous = dynamics.get("changed_since_previous")
-    if not previous:
+    if not dynamics.get("changed_since_previous"):
         return []
-    first = dynamics.get("changed_since_first") or {"total": None, "per_layer": {}}
+    changes = {key: dynamics.get(key) or {"total": None, "per_layer": {}} for key in _CHANGES}
     regrowth = dynamics.get("regrowth") or {}
     labels = {"model": model, "variant": metrics["variant"], "sparsity": str(metrics["sparsity"]),
               "round": int(metrics["round"])}
-    rows = [{**labels, "layer": TOTAL, "changed_since_previous": _number(previous["total"]),
-             "changed_since_first": _number(first.get("total")),
+    rows = [{**labels, "layer": TOTAL, **{key: _number(change["total"]) for key, change in changes.items()},
              "regrown": _number(regrowth.get("regrown")),
              "regrowth_ratio_mean": _number(regrowth.get("ratio_mean")),
              "regrowth_ratio_median": _number(regrowth.get("ratio_median"))}]
-    for layer, fraction in previous.get("per_layer", {}).items():
-        rows.append({**labels, "layer": layer, "changed_since_previous": _number(fraction),
-                     "changed_since_first": _number(first.get("per_layer", {}).get(layer))})
+    for layer in changes["changed_since_previous"]["per_layer"]:
+        rows.append({**labels, "layer": layer,
+                     **{key: _number(change["per_layer"].get(layer)) for key, change in changes.items()}})
     return rows
 
 

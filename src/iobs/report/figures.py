@@ -127,9 +127,13 @@ def plot_methods(methods: pd.DataFrame) -> plt.Figure:
 
 
 def plot_mask_dynamics(dynamics: pd.DataFrame) -> plt.Figure:
-    """Share of mask positions (whole model) changed since the previous round (solid) and since round 1 (dashed)
-    against round: a column per model, a row per sparsity, a colour per variant."""
-    total = dynamics[dynamics["layer"] == TOTAL]
+    """Share of weight positions (whole model) that changed between zero and nonzero since the previous round
+    (solid) and since round 1 (dashed) against round: a column per model, a row per sparsity, a colour per
+    variant. Rounds saved without the support fall back to the kept/pruned labels of the masks."""
+    total = dynamics[dynamics["layer"] == TOTAL].copy()
+    for since in ("previous", "first"):
+        support = total[f"support_changed_since_{since}"]
+        total[f"plotted_{since}"] = support.where(support.notna(), total[f"changed_since_{since}"])
     models = sorted(total["model"].unique())
     sparsities = sorted_sparsities(total["sparsity"])
     fig, axes = plt.subplots(len(sparsities), len(models), figsize=(4.3 * len(models), 3.0 * len(sparsities) + 0.8),
@@ -142,9 +146,9 @@ def plot_mask_dynamics(dynamics: pd.DataFrame) -> plt.Figure:
                 line = here[here["variant"] == variant].sort_values("round")
                 if line.empty:
                     continue
-                ax.plot(line["round"], line["changed_since_previous"], marker="o", ms=3, color=COLORS[variant],
+                ax.plot(line["round"], line["plotted_previous"], marker="o", ms=3, color=COLORS[variant],
                         label=LABELS[variant], zorder=_z(variant))
-                ax.plot(line["round"], line["changed_since_first"], marker="s", ms=3, ls="--", color=COLORS[variant],
+                ax.plot(line["round"], line["plotted_first"], marker="s", ms=3, ls="--", color=COLORS[variant],
                         zorder=_z(variant))
             if here.empty:
                 _not_run(ax)
@@ -152,7 +156,7 @@ def plot_mask_dynamics(dynamics: pd.DataFrame) -> plt.Figure:
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.set_ylim(bottom=0)
             ax.grid(True, alpha=0.3)
-            ax.set_ylabel(f"sparsity {sparsity}: mask positions changed")
+            ax.set_ylabel(f"sparsity {sparsity}: weights changed")
             if row == 0:
                 ax.set_title(model)
             if row == len(sparsities) - 1:
@@ -160,5 +164,5 @@ def plot_mask_dynamics(dynamics: pd.DataFrame) -> plt.Figure:
     for style, label in (("-", "since the previous round"), ("--", "since round 1")):
         axes[0, 0].plot([], [], color="black", ls=style, label=label)
     _figure_legend(fig, axes)
-    fig.suptitle("Mask positions changed between rounds (whole model)")
+    fig.suptitle("Weights that switched between zero and nonzero across rounds (whole model)")
     return fig
