@@ -148,8 +148,8 @@ def test_json_documents_calibrate_with_the_sparsegpt_document_recipe(workspace, 
 def test_iobs_two_rounds_start_with_sparsegpt_and_save_every_round(workspace, sparsegpt_opt, tmp_path, capsys):
     out = tmp_path / "iobs"
     code, _, err = run(prune_args(workspace / "opt", out, "iobs", "0.5", workspace / "corpus.txt", "--rounds", 2,
-                                  "--steps", 2, "--optimizer", "sgd", "--lr", 0.05,
-                                  "--save-every-round"), capsys)
+                                  "--steps", 2, "--optimizer", "sgd", "--lr", 0.05, "--gradient-checkpointing",
+                                  "--offload-optimizer", "--save-every-round"), capsys)
     assert code == 0, err
     final = decoder_weights(AutoModelForCausalLM.from_pretrained(out))
     round1 = decoder_weights(AutoModelForCausalLM.from_pretrained(out / "rounds" / "round1"))
@@ -170,6 +170,7 @@ def test_iobs_two_rounds_start_with_sparsegpt_and_save_every_round(workspace, sp
     assert rounds[0]["step_losses"][1] < rounds[0]["step_losses"][0]  # a gradient step lowers the loss
     assert 0 <= rounds[1]["dynamics"]["changed_since_previous"] <= 1
     assert metrics["steps"]["lr"] == 0.05 and metrics["solver"] == "sparsegpt"
+    assert metrics["steps"]["gradient_checkpointing"] and metrics["steps"]["offload_optimizer"]
 
 
 def test_eval_prints_and_saves_the_library_perplexity(workspace, sparsegpt_opt, tmp_path, capsys):
@@ -220,6 +221,7 @@ def test_bad_sparsity_is_one_line(sparsity, workspace, tmp_path, capsys):
     ("missing calibration", "no such file"),
     ("seqlen beyond positions", "positions"),
     ("round option without iobs", "--rounds"),
+    ("memory plan without iobs", "--offload-optimizer"),
     ("N:M that does not tile", "divisible"),
 ])
 def test_user_errors_are_one_line_with_status_2(case, fragment, workspace, tmp_path, capsys, monkeypatch):
@@ -235,6 +237,8 @@ def test_user_errors_are_one_line_with_status_2(case, fragment, workspace, tmp_p
         extra = ["--seqlen", 65]
     elif case == "round option without iobs":
         extra = ["--rounds", 3]
+    elif case == "memory plan without iobs":
+        extra = ["--offload-optimizer"]
     elif case == "N:M that does not tile":
         sparsity = "2:3"
     err = one_line_error(*run(prune_args(model, tmp_path / "o", "sparsegpt", sparsity, calibration, *extra), capsys))

@@ -99,6 +99,12 @@ def _add_prune(p: argparse.ArgumentParser) -> None:
                         help=f"sequences per forward/backward of a step (default: {STEP_DEFAULTS['micro_batch']})")
     rounds.add_argument("--max-grad-norm", type=float, metavar="C",
                         help=f"gradient norm clip, 0 = none (default: {STEP_DEFAULTS['max_grad_norm']})")
+    rounds.add_argument("--gradient-checkpointing", action="store_true", default=None,
+                        help="recompute each decoder layer in the backward pass of a step: keeps only the layers' "
+                        "inputs (less memory, about a third more compute)")
+    rounds.add_argument("--offload-optimizer", action="store_true", default=None,
+                        help="keep the float32 master weights, their gradients and the optimizer state in host "
+                        "memory (the GPU holds the model, its gradients and the activations)")
     rounds.add_argument("--batches", choices=("fresh", "fixed"),
                         help="fresh: a new calibration batch every round; fixed: the same one (default: fresh)")
     rounds.add_argument("--save-every-round", action="store_true",
@@ -117,7 +123,7 @@ def _add_eval(p: argparse.ArgumentParser) -> None:
 
 
 ROUND_OPTIONS = ("rounds", "solver", "lr", "steps", "optimizer", "masked", "micro_batch", "max_grad_norm",
-                 "batches", "save_every_round")
+                 "gradient_checkpointing", "offload_optimizer", "batches", "save_every_round")
 
 
 def check_prune_args(args: argparse.Namespace) -> None:
@@ -166,7 +172,8 @@ def solver_options(args: argparse.Namespace) -> dict:
 def step_config(args: argparse.Namespace) -> StepConfig:
     """The gradient steps between I-OBS projections (iobs.iterative.steps), StepConfig defaults where not given."""
     given = {"optimizer": args.optimizer, "lr": args.lr, "steps": args.steps, "micro_batch": args.micro_batch,
-             "masked": args.masked}
+             "masked": args.masked, "gradient_checkpointing": args.gradient_checkpointing,
+             "offload_optimizer": args.offload_optimizer}
     config = {k: v for k, v in given.items() if v is not None}
     if args.max_grad_norm is not None:
         config["max_grad_norm"] = args.max_grad_norm or None  # 0 = no clipping

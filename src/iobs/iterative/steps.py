@@ -8,10 +8,13 @@ dense (pruned weights may regrow; the next projection decides which survive).
 
 from __future__ import annotations
 
+import functools
 import math
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
 import torch
+import torch.utils.checkpoint
 from torch import nn
 
 from iobs.errors import ConfigError, IobsError
@@ -26,8 +29,9 @@ class StepConfig:
     micro_batch: int = 8  # sequences per forward/backward; gradients of a step are averaged over the whole batch
     masked: bool = False  # True: pruned weights stay zero (gradient and weight masked)
     max_grad_norm: float | None = 1.0  # clip the global gradient norm (None = no clipping)
-    gradient_checkpointing: bool = False
-    offload_optimizer: bool = False
+    # Memory plan (README "Memory and time per model"); neither changes the result beyond float rounding.
+    gradient_checkpointing: bool = False  # keep only each decoder layer's inputs; recompute the layer in backward
+    offload_optimizer: bool = False  # float32 masters, their gradients and the optimizer state in host memory
 
     def __post_init__(self):
         if self.optimizer not in ("sgd", "adam"):
@@ -44,7 +48,7 @@ def trainable_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
 
 
 def _weight_masks(model: nn.Module, masks: dict[str, torch.Tensor]) -> dict[nn.Parameter, torch.Tensor]:
-    """Linear-module-name -> bool mask  to  Parameter -> mask on the parameter's device."""
+    """Linear-module-name -> bool mask  to  Parameter -> bool mask (on the mask's own device)."""
     modules = dict(model.named_modules())
     out = {}
     for name, mask in masks.items():
@@ -53,7 +57,7 @@ def _weight_masks(model: nn.Module, masks: dict[str, torch.Tensor]) -> dict[nn.P
         weight = modules[name].weight
         if tuple(mask.shape) != tuple(weight.shape):
             raise IobsError(f"mask for '{name}' has shape {tuple(mask.shape)}, weight has {tuple(weight.shape)}")
-        out[weight] = mask.to(weight.device, torch.bool)
+        out[weight] = mask.to(dtype=torch.bool)
     return out
 
 
@@ -76,14 +80,51 @@ def calibration_loss(model: nn.Module, input_ids: torch.Tensor, micro_batch: int
     return total / max(count, 1)
 
 
-def _float32_masters(params: list[nn.Parameter]) -> dict[nn.Parameter, torch.Tensor]:
-    """float32 copies of the low-precision parameters, which the optimizer updates instead of them.
+def float32_masters(params: list[nn.Parameter], offload: bool = False) -> dict[nn.Parameter, torch.Tensor]:
+    """float32 copies of parameters, which the optimizer updates instead of them: Parameter -> Tensor (same shape).
 
     In bfloat16 an update smaller than half a unit in the last place is lost: Adam at lr 1e-5 on weights of
     size ~0.02 (ulp ~1e-4) leaves most weights unchanged. The masters accumulate every step's update and are
-    rounded into the model's weights after each step.
+    rounded into the model's weights after each step. Without offload only low-precision parameters get one, on
+    their own device (a float32 parameter is its own master). With offload every parameter gets one in host
+    memory (float64 ones stay float64), so the optimizer and its state never touch the compute device.
     """
+    if offload:
+        # a 16-bit CUDA tensor converts on the host in a blocking copy: no float32 copy is made on the device
+        return {p: p.detach().to("cpu", torch.promote_types(p.dtype, torch.float32), copy=True) for p in params}
     return {p: p.detach().float().clone() for p in params if p.dtype not in (torch.float32, torch.float64)}
+
+
+def _gradients_into_masters(masters: dict[nn.Parameter, torch.Tensor]) -> None:
+    """Move each parameter's gradient into its master's .grad (float32, on the master's device), one parameter at
+    a time, dropping the parameter's own: the model's gradients and their float32 copies never coexist in full."""
+    for p, master in masters.items():
+        master.grad = None if p.grad is None else p.grad.to(master.device, master.dtype)
+        p.grad = None
+
+
+@contextmanager
+def checkpointed_layers(layers: nn.ModuleList):
+    """Within the block each layer's forward runs under torch.utils.checkpoint (non-reentrant): the layer keeps only
+    its inputs and recomputes its activations in the backward pass.
+
+    The wrapper is set on the instance, so module hooks stay outside the checkpoint and only forward is replayed.
+    Transformers' own gradient_checkpointing_enable() is of no use here: it engages only in train mode, and the
+    steps run in eval mode. Every layer's original forward comes back on exit, also on an exception.
+    """
+    absent = object()
+    patched = []
+    try:
+        for layer in layers:
+            patched.append((layer, layer.__dict__.get("forward", absent)))
+            layer.forward = functools.partial(torch.utils.checkpoint.checkpoint, layer.forward, use_reentrant=False)
+        yield layers
+    finally:
+        for layer, own in reversed(patched):
+            if own is absent:
+                del layer.forward
+            else:
+                layer.forward = own
 
 
 def _accumulate_gradients(model: nn.Module, input_ids: torch.Tensor, micro_batch: int, device) -> float:
@@ -110,8 +151,13 @@ def gradient_steps(model: nn.Module, input_ids: torch.Tensor, config: StepConfig
     sequences), so for a model without dropout the result does not depend on the micro-batch size beyond float
     rounding. masks (Linear name -> bool [out, in], True = kept) are required when config.masked; then masked
     weights get zero gradient and are re-zeroed after each step. Only trainable_parameters change. Low-precision
-    (bfloat16/float16) weights are stepped through float32 master copies. The model runs in train mode (dropout
-    of hub models is active, drawn from a generator seeded with `seed`); the caller's global RNG is left as it was.
+    (bfloat16/float16) weights are stepped through float32 master copies (float32_masters). The model runs in eval
+    mode (no dropout); `seed` seeds a forked RNG, so the caller's global RNG is left as it was.
+
+    Memory plan: config.gradient_checkpointing recomputes each decoder layer in the backward pass
+    (checkpointed_layers); config.offload_optimizer keeps the masters, their gradients and the optimizer state on
+    the host, and the device only the model, its gradients and the activations. Both give the same steps: on the
+    CPU bit for bit, on a GPU up to float rounding (the norm and the update are then computed by other kernels).
     """
     if config.masked and not masks:
         raise IobsError("a masked gradient step needs the masks of the current sparse model")
@@ -125,8 +171,10 @@ def gradient_steps(model: nn.Module, input_ids: torch.Tensor, config: StepConfig
     previous = {p: p.requires_grad for p in model.parameters()}
     for p in model.parameters():
         p.requires_grad_(id(p) in trainable)
-    masters = _float32_masters(params)
+    masters = float32_masters(params, offload=config.offload_optimizer)
     stepped = [masters.get(p, p) for p in params]  # what the optimizer updates
+    # the mask of each stepped tensor, on its device
+    stepped_masks = {masters.get(w, w): m.to(masters.get(w, w).device) for w, m in weight_masks.items()}
     if config.optimizer == "sgd":
         optimizer = torch.optim.SGD(stepped, lr=config.lr)
     else:
@@ -136,9 +184,10 @@ def gradient_steps(model: nn.Module, input_ids: torch.Tensor, config: StepConfig
     # Eval mode: the step follows the gradient of the calibration loss itself, with no dropout noise (hub OPT
     # models ship dropout 0.1), so it is deterministic and independent of the micro-batch size.
     model.eval()
+    checkpointing = checkpointed_layers(decoder_layers(model)) if config.gradient_checkpointing else nullcontext()
     losses: list[float] = []
     try:
-        with torch.random.fork_rng():
+        with torch.random.fork_rng(), checkpointing:
             torch.manual_seed(seed)
             for _ in range(config.steps):
                 for p in params:
@@ -148,20 +197,19 @@ def gradient_steps(model: nn.Module, input_ids: torch.Tensor, config: StepConfig
                     raise IobsError(f"calibration loss became {step_loss} during gradient steps: "
                                     "lower the learning rate")
                 losses.append(step_loss)
-                for p, master in masters.items():
-                    master.grad = None if p.grad is None else p.grad.float()
-                for weight, mask in weight_masks.items():
-                    target = masters.get(weight, weight)
+                _gradients_into_masters(masters)
+                for target, mask in stepped_masks.items():
                     if target.grad is not None:
                         target.grad.mul_(mask)
                 if config.max_grad_norm is not None:
                     torch.nn.utils.clip_grad_norm_(stepped, config.max_grad_norm)
                 optimizer.step()
                 with torch.no_grad():
-                    for weight, mask in weight_masks.items():
-                        masters.get(weight, weight).mul_(mask)
+                    for target, mask in stepped_masks.items():
+                        target.mul_(mask)
                     for p, master in masters.items():
                         p.copy_(master)
+                        master.grad = None  # free before the next step's backward
     finally:
         for p in params:
             p.grad = None
