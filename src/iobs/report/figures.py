@@ -68,7 +68,8 @@ def plot_rounds(frame: pd.DataFrame, ppl: Perplexities, sparsity: str, select_on
                     continue
                 ax.plot(line["round"], line["perplexity"], marker="o", ms=3, lw=1.5, color=COLORS[method],
                         ls=":" if method == DENSE_REFERENCE else "-", label=LABELS[method], zorder=_z(method))
-                best = ppl.best_round(model, "dense_ft" if method == DENSE_REFERENCE else method, sparsity)
+                # the dense reference is starred where the controls table reads it: at I-OBS's round
+                best = ppl.best_round(model, "iobs" if method == DENSE_REFERENCE else method, sparsity)
                 if best is not None:
                     y = ppl.get(model, method, sparsity, best, eval_set, split)
                     ax.plot([best], [y], ls="none", marker="*", ms=13, color=COLORS[method], mec="black", mew=0.6,
