@@ -7,7 +7,7 @@ import torch
 from torch import nn
 from transformers import AutoModelForCausalLM
 
-from iobs.errors import ConfigError, DataError
+from iobs.errors import ConfigError, DataError, IobsError
 from iobs.models.families import decoder_layers
 from iobs.prune.capture import capture_first_layer_inputs, run_layer
 from iobs.prune.driver import collect_hessians, prunable_linears, prune_model, walk_layers
@@ -286,3 +286,20 @@ def test_skip_patterns_and_bad_inputs(make_tiny_model, calibration_ids):
         prune_model(model, calibration_ids[0], "magnitude", "0.5", progress=False)
     with pytest.raises(ConfigError, match="unknown pruning method"):
         prune_model(model, calibration_ids, "nonsense", "0.5", progress=False)
+
+
+def test_prune_onto_fixed_masks(make_tiny_model, calibration_ids):
+    """prune_model(fixed_masks=...) hands each Linear its own mask: given SparseGPT's own masks it reproduces
+    SparseGPT exactly; a method that cannot take a mask, or a mask missing for a Linear, is refused in one line."""
+    chosen = make_tiny_model("phi")
+    report = prune_model(chosen, calibration_ids, "sparsegpt", "0.5", keep_masks=True, progress=False)
+    again = make_tiny_model("phi")
+    prune_model(again, calibration_ids, "sparsegpt", "0.5", fixed_masks=report.masks, progress=False)
+    for (name, a), (_, b) in zip(chosen.named_parameters(), again.named_parameters()):
+        assert torch.equal(a, b), name
+    with pytest.raises(ConfigError, match="cannot prune onto a given mask"):
+        prune_model(make_tiny_model("phi"), calibration_ids, "magnitude", "0.5", fixed_masks=report.masks,
+                    progress=False)
+    partial = dict(list(report.masks.items())[1:])
+    with pytest.raises(IobsError, match="no fixed mask for"):
+        prune_model(make_tiny_model("phi"), calibration_ids, "sparsegpt", "0.5", fixed_masks=partial, progress=False)

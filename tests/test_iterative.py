@@ -123,6 +123,8 @@ def test_every_round_hands_on_an_exactly_sparse_model(make_tiny_model, batches, 
         assert_exact_sparsity({n: w for n, w in weights.items() if n in linear_names}, result.masks, sparsity)
 
     final_state = layer_linear_weights(model)
+    if name in ("sparsegpt_ft", "iobs_fixed_mask"):  # the mask of round 1 is kept
+        assert all(torch.equal(r.masks[n], results[0].masks[n]) for r in results for n in r.masks)
     if name == "sparsegpt_ft":
         first = results[0].masks
         for result in results[1:]:
@@ -170,7 +172,7 @@ def test_masked_steps_never_revive_a_pruned_weight(make_tiny_model, calibration_
 @pytest.mark.parametrize("name", sorted(VARIANTS))
 def test_resuming_from_saved_state_and_masks_equals_running_through(make_tiny_model, batches, tmp_path, name):
     """OPT runs with dropout, so the steps' seeding must survive the restart as well."""
-    family = {"iobs": "opt", "sparsegpt_ft": "llama", "dense_ft": "phi"}[name]  # every family, cheaply
+    family = {"iobs": "opt", "sparsegpt_ft": "llama", "dense_ft": "phi", "iobs_fixed_mask": "llama"}[name]
     make = (lambda: with_dropout(make_tiny_model("opt"))) if family == "opt" else (lambda: make_tiny_model(family))
     through = make()
     results, sparse = run_rounds(through, batches, name)
@@ -231,7 +233,9 @@ def test_controls_use_the_same_batches_seeds_and_step_counts(make_tiny_model, ba
         assert all(c[1] is batches[i] for i, c in enumerate(prune_calls))
         assert len(prune_calls) == (1 if name == "sparsegpt_ft" else ROUNDS)
         first_sparse[name], first_losses[name] = sparse[0], results[0].step_losses
-    assert records["iobs"] == records["sparsegpt_ft"] == records["dense_ft"]
+    assert records["iobs"] == records["sparsegpt_ft"] == records["dense_ft"] == records["iobs_fixed_mask"]
+    assert_same_weights(first_sparse["iobs_fixed_mask"], first_sparse["iobs"])
+    assert first_losses["iobs_fixed_mask"] == first_losses["iobs"]  # identical until round 2 projects
     # round 1 projects the same dense model with the same batch in all three
     assert_same_weights(first_sparse["sparsegpt_ft"], first_sparse["iobs"])
     assert_same_weights(first_sparse["dense_ft"], first_sparse["iobs"])
@@ -456,3 +460,17 @@ def test_masks_file_keeps_the_support(tmp_path):
     assert all(torch.equal(load_masks(tmp_path / "with.pt")[n], masks[n]) for n in masks)
     assert all(torch.equal(load_support(tmp_path / "with.pt")[n], support[n]) for n in support)
     assert load_support(tmp_path / "without.pt") is None
+
+
+def test_fixed_mask_rounds_correct_the_weights_on_round_one_mask(make_tiny_model, batches):
+    """iobs_fixed_mask differs from I-OBS only in that later projections keep round 1's mask: the same steps, and a
+    Hessian-aware correction of the kept weights instead of masked steps."""
+    fixed, _ = run_rounds(make_tiny_model("llama"), batches, "iobs_fixed_mask")
+    free, _ = run_rounds(make_tiny_model("llama"), batches, "iobs")
+    masked, _ = run_rounds(make_tiny_model("llama"), batches, "sparsegpt_ft")
+    assert fixed[0].step_losses == free[0].step_losses  # round 1: the same projection, the same unmasked steps
+    assert fixed[0].step_losses[0] == masked[0].step_losses[0]
+    for result in fixed[1:]:
+        assert result.dynamics["changed_since_previous"]["total"] == 0.0
+        assert result.dynamics["regrowth"]["regrown"] == 0
+    assert any(r.dynamics["changed_since_previous"]["total"] > 0 for r in free[1:])

@@ -6,8 +6,9 @@ import math
 import pytest
 import torch
 
-from iobs.errors import IobsError
-from iobs.prune.solvers import SOLVERS, solve
+from iobs.errors import ConfigError, IobsError
+from iobs.prune.solvers import SOLVERS, magnitude_prune, solve, sparsegpt_prune
+from iobs.prune.solvers.common import reconstruction_loss
 from iobs.prune.sparsity import SparsitySpec, pruned_count
 
 METHODS = sorted(SOLVERS)
@@ -309,3 +310,22 @@ def test_bad_input_raises_one_line_error(call, needle):
     with pytest.raises(IobsError, match=needle) as err:
         call(weight, h)
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("text", ["0.5", "2:4"])
+def test_sparsegpt_onto_a_given_mask(text):
+    """Given its own mask, SparseGPT repeats itself exactly; given another mask, it keeps exactly that pattern and
+    its OBS updates beat zeroing the same positions without correction."""
+    w, h = layer(16, 32, seed=3)
+    spec = SparsitySpec.parse(text)
+    chosen = sparsegpt_prune(w, h, spec)
+    again = sparsegpt_prune(w, h, spec, mask=chosen.mask)
+    assert torch.equal(again.weight, chosen.weight) and torch.equal(again.mask, chosen.mask)
+    other = magnitude_prune(w, h, spec).mask
+    assert not torch.equal(other, chosen.mask)
+    corrected = sparsegpt_prune(w, h, spec, mask=other)
+    assert torch.equal(corrected.mask, other) and torch.equal(corrected.weight == 0, ~other)
+    plain = reconstruction_loss(w, w * other, h)
+    assert corrected.loss < plain
+    with pytest.raises(ConfigError, match="fixed sparsegpt mask"):
+        sparsegpt_prune(w, h, spec, mask=other[:, :8])

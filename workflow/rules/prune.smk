@@ -2,7 +2,7 @@
 # The model stays on the CPU; one decoder layer at a time runs on the rule's GPU when resources give it one.
 
 METHODS = "magnitude|wanda|sparsegpt|obc"
-VARIANTS = "iobs|sparsegpt_ft|dense_ft"
+VARIANTS = "iobs|sparsegpt_ft|dense_ft|iobs_fixed_mask"
 SPARSITY = r"0\.\d+|\d+:\d+"
 
 

@@ -11,6 +11,9 @@ The controls differ only in their Schedule, so they use the same batches, optimi
                 fine-tuning.
   dense_ft:     steps on the unpruned model; round r's model = one-shot projection of the dense model after r-1
                 blocks of steps (and the dense state itself is the matching dense reference).
+  iobs_fixed_mask: I-OBS whose projections after round 1 keep round 1's mask (the solver only corrects the kept
+                weights): against iobs it isolates the mask reselection, against sparsegpt_ft the unmasked steps
+                followed by a Hessian-aware correction.
 """
 
 from __future__ import annotations
@@ -34,12 +37,16 @@ class Schedule:
     project_every_round: bool  # False: only round 1 projects; later rounds keep the mask
     masked_steps: bool | None  # None: as the step config says; True/False: forced
     carry_projection: bool  # False: the steps continue from the unprojected state (the dense reference)
+    fixed_mask: bool = False  # True: rounds >= 2 project onto round 1's mask (the solver corrects, never reselects)
 
 
 VARIANTS = {
     "iobs": Schedule(project_every_round=True, masked_steps=None, carry_projection=True),
     "sparsegpt_ft": Schedule(project_every_round=False, masked_steps=True, carry_projection=True),
     "dense_ft": Schedule(project_every_round=True, masked_steps=False, carry_projection=False),
+    # I-OBS without mask reselection: what re-projection gives beyond masked fine-tuning when the mask cannot move
+    "iobs_fixed_mask": Schedule(project_every_round=True, masked_steps=False, carry_projection=True,
+                                fixed_mask=True),
 }
 
 
@@ -119,9 +126,14 @@ def run_round(state: nn.Module, batch: torch.Tensor, round_index: int, schedule:
             pre_projection = {n: modules[n].weight.detach().cpu().clone() for n in previous_masks}
         if not schedule.carry_projection:
             dense_backup = copy.deepcopy(state.state_dict())
+        fixed = None
+        if schedule.fixed_mask and round_index > 1:
+            fixed = first_masks if first_masks is not None else previous_masks
+            if fixed is None:
+                raise ConfigError(f"round {round_index} projects onto round 1's mask but none was given")
         projection = prune_model(state, batch, solver, sparsity, options=solver_options, keep_masks=True,
                                  batch_size=batch_size, offload_activations=offload_activations,
-                                 progress=progress, device=device)
+                                 progress=progress, device=device, fixed_masks=fixed)
         masks = projection.masks
     else:
         if previous_masks is None:

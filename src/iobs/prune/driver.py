@@ -13,6 +13,7 @@ iobs.models.families.decoder_layers.
 from __future__ import annotations
 
 import fnmatch
+import inspect
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -187,7 +188,8 @@ def prune_model(model: nn.Module, input_ids: torch.Tensor, method: str, sparsity
                 options: dict | None = None, skip: Iterable[str] = (), batch_size: int = 1,
                 device: torch.device | str | None = None, offload_activations: bool = False,
                 keep_masks: bool = False, on_linear: Callable[[str, nn.Linear, Any], None] | None = None,
-                solver: SolveFn | None = None, progress: bool = True) -> PruneReport:
+                solver: SolveFn | None = None, progress: bool = True,
+                fixed_masks: dict[str, torch.Tensor] | None = None) -> PruneReport:
     """Prune every Linear inside the decoder layers in place, layer by layer, with solve(method, ...).
 
     Per layer: hook the Linears, run the layer over all calibration inputs to get each Linear's Hessian, solve
@@ -196,6 +198,8 @@ def prune_model(model: nn.Module, input_ids: torch.Tensor, method: str, sparsity
     result) is called after each write; keep_masks collects result.mask (bool, CPU) in the report.
     skip: glob patterns on full module names (e.g. "*.self_attn.q_proj"); lm_head and embeddings are never touched.
     solver replaces iobs.prune.solvers.solve (same signature). If a solve fails, earlier layers stay pruned.
+    fixed_masks ({Linear name: bool [out, in]}, True = kept) prunes onto given masks instead of choosing them:
+    each Linear's solve gets option mask=... (a solver that accepts it: sparsegpt).
     """
     spec = sparsity if isinstance(sparsity, SparsitySpec) else SparsitySpec.parse(sparsity)
     options = dict(options or {})
@@ -203,6 +207,8 @@ def prune_model(model: nn.Module, input_ids: torch.Tensor, method: str, sparsity
         if method not in SOLVERS:  # fail before the (possibly long) calibration forward
             raise ConfigError(f"unknown pruning method {method!r}; choose one of {', '.join(sorted(SOLVERS))}")
         solver = solve
+        if fixed_masks is not None and "mask" not in inspect.signature(SOLVERS[method]).parameters:
+            raise ConfigError(f"pruning method {method!r} cannot prune onto a given mask; sparsegpt can")
     skip = list(skip)
     layers = decoder_layers(model)
     names = _layer_names(model, layers)
@@ -224,6 +230,10 @@ def prune_model(model: nn.Module, input_ids: torch.Tensor, method: str, sparsity
         for name, linear in linears.items():
             t0 = time.perf_counter()
             hessian = accumulators.pop(name).hessian  # freed after this Linear's solve
+            if fixed_masks is not None:
+                if name not in fixed_masks:
+                    raise IobsError(f"no fixed mask for '{name}': the masks come from another model or skip list")
+                options["mask"] = fixed_masks[name].to(step.device, torch.bool)
             result = solver(method, linear.weight.detach().float(), hessian, spec, **options)
             linear.weight.copy_(result.weight)  # keeps the Parameter (and any optimizer state) and its dtype
             zeros = int((linear.weight == 0).sum())

@@ -18,10 +18,10 @@ from iobs.report.frames import (DENSE_REFERENCE, ITERATIVE_VARIANTS, ONESHOT_MET
 LABELS = {"dense": "dense", "magnitude": "magnitude", "wanda": "Wanda", "sparsegpt": "SparseGPT (one-shot)",
           "obc": "OBC", "iobs": "I-OBS", "sparsegpt_ft": "SparseGPT + masked fine-tuning",
           "dense_ft": "fine-tune dense, then prune", DENSE_REFERENCE: "dense + fine-tuning (unpruned)",
-          "iobs_best": "I-OBS (best round on valid)"}
+          "iobs_best": "I-OBS (best round on valid)", "iobs_fixed_mask": "I-OBS, round 1's mask kept"}
 COLORS = {"dense": "black", "magnitude": "tab:purple", "wanda": "tab:orange", "sparsegpt": "tab:gray",
           "obc": "tab:brown", "iobs": "tab:red", "iobs_best": "tab:red", "sparsegpt_ft": "tab:blue",
-          "dense_ft": "tab:green", DENSE_REFERENCE: "tab:green"}
+          "dense_ft": "tab:green", DENSE_REFERENCE: "tab:green", "iobs_fixed_mask": "tab:pink"}
 
 
 def _figure_legend(fig, axes) -> None:

@@ -10,7 +10,7 @@ import pandas as pd
 from iobs.errors import DataError
 from iobs.reporting import PRUNING_COLUMNS
 
-ITERATIVE_VARIANTS = ("iobs", "sparsegpt_ft", "dense_ft")
+ITERATIVE_VARIANTS = ("iobs", "sparsegpt_ft", "dense_ft", "iobs_fixed_mask")
 ONESHOT_METHODS = ("magnitude", "wanda", "sparsegpt", "obc")
 DENSE_REFERENCE = "dense_ft_dense"  # dense_ft's unpruned state at round r (the dense model after r-1 step blocks)
 KEY = ["model", "method", "sparsity", "round", "eval_set", "split"]

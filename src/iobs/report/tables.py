@@ -17,9 +17,10 @@ LLM_COLUMNS = ["model", "eval_set", "sparsity", "split", "dense", "sparsegpt", "
 METHODS_COLUMNS = ["model", "eval_set", "sparsity", "split", "dense", *ONESHOT_METHODS, "iobs_best",
                    "iobs_best_round"]
 # Each "gap_closed_x" = (sparsegpt - x) / (sparsegpt - dense): the share of the gap pruning opened that x closes.
-CONTROL_METHODS = ("dense_ft_dense", "sparsegpt_ft", "dense_ft", "iobs")
+ROUND_VARIANTS = ("sparsegpt_ft", "dense_ft", "iobs_fixed_mask", "iobs")  # NaN where a variant was not run
+CONTROL_METHODS = ("dense_ft_dense", *ROUND_VARIANTS)
 CONTROLS_COLUMNS = ["model", "eval_set", "sparsity", "split", "dense", "dense_ft_dense", "sparsegpt",
-                    "sparsegpt_ft", "dense_ft", "iobs", "sparsegpt_ft_round", "dense_ft_round", "iobs_round",
+                    *ROUND_VARIANTS, *(f"{v}_round" for v in ROUND_VARIANTS),
                     "gap", *(f"gap_closed_{m}" for m in CONTROL_METHODS), "share_explained_by_sparsegpt_ft"]
 
 
@@ -88,17 +89,17 @@ def controls_table(frame: pd.DataFrame, ppl: Perplexities, split: str = "test",
                    preferred_sets: list[str] | None = None) -> pd.DataFrame:
     """Issue 6: per model, eval set and I-OBS sparsity, the ``split`` perplexity of the dense model, the dense model
     after the same gradient steps as I-OBS (dense_ft's dense state at I-OBS's best validation round), one-shot
-    SparseGPT, SparseGPT + masked fine-tuning, fine-tune-then-prune (dense_ft) and I-OBS (each at its best
-    validation round), the pruning gap, the share of it each closes, and the share of I-OBS's gain that masked
-    fine-tuning explains."""
+    SparseGPT, SparseGPT + masked fine-tuning, fine-tune-then-prune (dense_ft), I-OBS with round 1's mask kept
+    (iobs_fixed_mask, NaN unless configured) and I-OBS (each at its best validation round), the pruning gap, the
+    share of it each closes, and the share of I-OBS's gain that masked fine-tuning explains."""
     rows = []
-    for model, eval_set, sparsity in _groups(frame, ["iobs", "sparsegpt_ft", "dense_ft"], preferred_sets):
+    for model, eval_set, sparsity in _groups(frame, ROUND_VARIANTS, preferred_sets):
         row = {"model": model, "eval_set": eval_set, "sparsity": sparsity, "split": split,
                "dense": ppl.dense(model, eval_set, split),
                # the matching dense reference: as many step blocks as I-OBS's chosen round took
                "dense_ft_dense": ppl.at_best(model, "iobs", sparsity, eval_set, split, method=DENSE_REFERENCE),
                "sparsegpt": ppl.sparsegpt(model, sparsity, eval_set, split)}
-        for variant in ("sparsegpt_ft", "dense_ft", "iobs"):
+        for variant in ROUND_VARIANTS:
             row[variant] = ppl.at_best(model, variant, sparsity, eval_set, split)
             row[f"{variant}_round"] = _round_or_na(ppl.best_round(model, variant, sparsity))
         row["gap"] = row["sparsegpt"] - row["dense"]
@@ -109,7 +110,7 @@ def controls_table(frame: pd.DataFrame, ppl: Perplexities, split: str = "test",
         row["share_explained_by_sparsegpt_ft"] = (
             share_explained(row["sparsegpt"], row["sparsegpt_ft"], row["iobs"]) if iterated else math.nan)
         rows.append(row)
-    rounds = {f"{v}_round": "Int64" for v in ("sparsegpt_ft", "dense_ft", "iobs")}
+    rounds = {f"{v}_round": "Int64" for v in ROUND_VARIANTS}
     return pd.DataFrame(rows, columns=CONTROLS_COLUMNS).astype(rounds)
 
 

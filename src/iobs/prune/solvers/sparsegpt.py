@@ -11,7 +11,8 @@ from iobs.prune.sparsity import SparsitySpec, keep_all_but_lowest, lowest_scores
 
 
 def sparsegpt_prune(weight: torch.Tensor, hessian: torch.Tensor, spec: SparsitySpec, *, blocksize: int = 128,
-                    percdamp: float = DEFAULT_PERCDAMP, max_damp_retries: int = 5) -> SolveResult:
+                    percdamp: float = DEFAULT_PERCDAMP, max_damp_retries: int = 5,
+                    mask: torch.Tensor | None = None) -> SolveResult:
     """Prune columns left to right; each pruned weight's error is spread over the not-yet-processed columns.
 
     weight: [out, in] any float dtype (solved in float32); hessian: [in, in], H = (2/N) sum X X^T.
@@ -28,15 +29,24 @@ def sparsegpt_prune(weight: torch.Tensor, hessian: torch.Tensor, spec: SparsityS
       weight of the target fraction and the layer total is exactly floor(f * out * in).
     - N:M: at the first column of each group of m, the n lowest saliencies of the group in each row.
       blocksize must be a multiple of m so groups never straddle a block.
+    mask (bool [out, in], True = kept), if given, replaces the selection: the same sweep then only applies the OBS
+    updates for that fixed pattern (spec is not consulted; the result is zero exactly where the mask prunes, plus
+    any weight that was already zero; kept weights on dead inputs keep their values instead of being zeroed).
     """
     w, h = checked_inputs(weight, hessian, spec)
     if blocksize < 1 or (spec.is_nm and blocksize % spec.m):
         raise ConfigError(f"sparsegpt blocksize must be a positive multiple of m for {spec.label}, got {blocksize}; "
                           "the default 128 works for 2:4 and 4:8")
     rows, cols = w.shape
+    if mask is not None and (mask.shape != w.shape or mask.dtype != torch.bool):
+        raise ConfigError(f"a fixed sparsegpt mask must be bool {tuple(w.shape)}, got {mask.dtype} {tuple(mask.shape)}")
+    fixed = mask is not None
+    if fixed:  # the protocol zeroes dead inputs' weights, which a fixed mask may keep: put them back after the sweep
+        dead = h.diagonal() == 0
+        dead_weights = w[:, dead].clone()
     zero_dead_inputs(w, h)
     hinv = damped_inverse(h, percdamp, max_damp_retries, upper_cholesky=True)
-    keep = torch.ones_like(w, dtype=torch.bool)
+    keep = mask.to(w.device).clone() if fixed else torch.ones_like(w, dtype=torch.bool)
 
     for start in range(0, cols, blocksize):
         end = min(start + blocksize, cols)
@@ -44,11 +54,11 @@ def sparsegpt_prune(weight: torch.Tensor, hessian: torch.Tensor, spec: SparsityS
         hinv_block = hinv[start:end, start:end]
         pivots = hinv_block.diagonal()
         errors = torch.zeros_like(block)
-        if not spec.is_nm:
+        if not spec.is_nm and not fixed:
             count = pruned_count(rows * end, spec.fraction) - pruned_count(rows * start, spec.fraction)
             keep[:, start:end] = keep_all_but_lowest(block.square() / pivots.square(), count)
         for i in range(end - start):
-            if spec.is_nm and i % spec.m == 0:
+            if spec.is_nm and not fixed and i % spec.m == 0:
                 group = slice(i, i + spec.m)
                 saliency = block[:, group].square() / pivots[group].square()
                 keep[:, start + i: start + i + spec.m] = lowest_scores_mask(saliency, spec)
@@ -59,4 +69,6 @@ def sparsegpt_prune(weight: torch.Tensor, hessian: torch.Tensor, spec: SparsityS
             block[:, i] = kept
         w[:, start:end] = block
         w[:, end:] -= errors @ hinv[start:end, end:]
+    if fixed:  # H couples a dead input to nothing, so the sweep left those columns alone
+        w[:, dead] = dead_weights
     return finish(weight, w, keep, hessian)
