@@ -13,7 +13,7 @@ from iobs.report.figures import LABELS
 from iobs.report.dynamics import DYNAMICS_COLUMNS, dynamics_table
 from iobs.report.frames import Perplexities, best_rounds, check_frame, load_pruning, selection_set, sparsity_label
 from iobs.report.tables import (CONTROLS_COLUMNS, LLM_COLUMNS, METHODS_COLUMNS, controls_summary, controls_table,
-                                llm_table, methods_table, share_explained, share_sentence)
+                                llm_table, methods_table, reselection_share, share_explained, share_sentence)
 from iobs.report.versus import VERSUS_COLUMNS, model_family, paper_vs_run
 from iobs.reporting import PRUNING_COLUMNS
 
@@ -365,3 +365,26 @@ def test_figures_render(frame, ppl, metric_paths, tmp_path):
         path = figures.save_figure(fig, tmp_path / f"{name}.png")
         assert path.stat().st_size > 10_000
     assert not plt.get_fignums()  # save_figure closed them
+
+
+def test_mask_reselection_share_from_the_fixed_mask_variant(frame):
+    """iobs_fixed_mask rows 0.5 above I-OBS everywhere: of I-OBS's 1.0 edge over masked fine-tuning (54.6 vs 53.6),
+    half is owed to reselecting the mask."""
+    def controls_of(rows):
+        return controls_table(rows, Perplexities(rows, best_rounds(rows, "stdlib")), preferred_sets=["stdlib"])
+
+    without = controls_of(frame)
+    fixed = frame[frame["method"] == "iobs"].assign(method="iobs_fixed_mask")
+    controls = controls_of(pd.concat([frame, fixed.assign(perplexity=fixed["perplexity"] + 0.5)], ignore_index=True))
+    row = controls[(controls["model"] == "tiny-opt") & (controls["eval_set"] == "stdlib")].iloc[0]
+    assert row["iobs_fixed_mask_round"] == 3 and row["iobs_fixed_mask"] == pytest.approx(54.1)
+    assert row["share_from_mask_reselection"] == pytest.approx(0.5)
+    assert "reselecting the mask accounts for 50%" in share_sentence(controls, "tiny-opt")
+    assert without["iobs_fixed_mask"].isna().all() and without["share_from_mask_reselection"].isna().all()
+    assert "reselecting" not in share_sentence(without, "tiny-opt")
+
+
+def test_reselection_share_on_hand_made_numbers():
+    assert reselection_share(54.0, 53.0, 53.0) == 0.0  # the fixed mask does as well: nothing owed to the mask
+    assert reselection_share(54.0, 54.0, 53.0) == pytest.approx(1.0)
+    assert math.isnan(reselection_share(53.0, 53.5, 53.0))  # no edge over masked fine-tuning
