@@ -380,6 +380,8 @@ def test_mask_reselection_share_from_the_fixed_mask_variant(frame):
     assert row["iobs_fixed_mask_round"] == 3 and row["iobs_fixed_mask"] == pytest.approx(54.1)
     assert row["share_from_mask_reselection"] == pytest.approx(0.5)
     assert "reselecting the mask accounts for 50%" in share_sentence(controls, "tiny-opt")
+    better = controls_of(pd.concat([frame, fixed.assign(perplexity=fixed["perplexity"] - 0.5)], ignore_index=True))
+    assert "better than I-OBS itself, so reselecting the mask contributes nothing" in share_sentence(better, "tiny-opt")
     assert without["iobs_fixed_mask"].isna().all() and without["share_from_mask_reselection"].isna().all()
     assert "reselecting" not in share_sentence(without, "tiny-opt")
 

@@ -151,8 +151,10 @@ def _clause(row) -> str:
               f"SparseGPT mask (round {row.sparsegpt_ft_round}) reaches {ft:.2f}, {verdict}")
     fixed = getattr(row, "iobs_fixed_mask", math.nan)
     if not math.isnan(fixed) and ft > iobs:
-        clause += (f"; I-OBS with round 1's mask kept reaches {fixed:.2f}, so reselecting the mask accounts for "
-                   f"{reselection_share(ft, fixed, iobs):.0%} of I-OBS's edge over masked fine-tuning")
+        share = reselection_share(ft, fixed, iobs)
+        clause += f"; I-OBS with round 1's mask kept reaches {fixed:.2f}, " + (
+            f"so reselecting the mask accounts for {share:.0%} of I-OBS's edge over masked fine-tuning" if share >= 0
+            else f"better than I-OBS itself, so reselecting the mask contributes nothing to that edge (share {share:.0%})")
     return clause
 
 
