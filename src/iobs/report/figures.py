@@ -36,8 +36,11 @@ def _figure_legend(fig, axes) -> None:
 
 
 def _z(method: str) -> float:
-    """I-OBS is drawn above its controls where lines overlap."""
-    return 3 if method == "iobs" else 2
+    """I-OBS is drawn above its controls where lines overlap; its fixed-mask twin (dashed, close to it) above both."""
+    return {"iobs": 3, "iobs_fixed_mask": 4}.get(method, 2)
+
+
+LINE_STYLES = {DENSE_REFERENCE: ":", "iobs_fixed_mask": "--"}
 
 
 def _not_run(ax) -> None:
@@ -67,13 +70,14 @@ def plot_rounds(frame: pd.DataFrame, ppl: Perplexities, sparsity: str, select_on
                 if line.empty:
                     continue
                 ax.plot(line["round"], line["perplexity"], marker="o", ms=3, lw=1.5, color=COLORS[method],
-                        ls=":" if method == DENSE_REFERENCE else "-", label=LABELS[method], zorder=_z(method))
+                        ls=LINE_STYLES.get(method, "-"), label=LABELS[method], zorder=_z(method))
                 # the dense reference is starred where the controls table reads it: at I-OBS's round
                 best = ppl.best_round(model, "iobs" if method == DENSE_REFERENCE else method, sparsity)
                 if best is not None:
                     y = ppl.get(model, method, sparsity, best, eval_set, split)
-                    ax.plot([best], [y], ls="none", marker="*", ms=13, color=COLORS[method], mec="black", mew=0.6,
-                            zorder=5, label=f"best round on {select_on} valid")
+                    ax.plot([best], [y], ls="none", marker="*", ms=8 if method == "iobs_fixed_mask" else 13,
+                            color=COLORS[method], mec="black", mew=0.6, zorder=5 + _z(method) / 10,
+                            label=f"best round on {select_on} valid")
             for method, value, style in (("sparsegpt", ppl.sparsegpt(model, sparsity, eval_set, split), "--"),
                                          ("dense", ppl.dense(model, eval_set, split), "-.")):
                 if np.isfinite(value):
