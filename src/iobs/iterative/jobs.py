@@ -9,7 +9,7 @@ from iobs.iterative.rounds import History, run_round, variant
 from iobs.iterative.steps import StepConfig
 from iobs.jobs import JobContext
 from iobs.models.load import load_model, load_tokenizer
-from iobs.prune.save import load_masks, load_support, save_masks, save_pruned_model
+from iobs.prune.save import load_masks_and_support, save_masks, save_pruned_model
 from iobs.provenance import atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -22,7 +22,8 @@ def iterative_round(ctx: JobContext) -> dict:
             absent at r = 1, where the dense model comes from input `model` or param `model`); previous_masks and
             first_masks (masks.pt of rounds r-1 and 1, from r = 2 on).
     outputs: model (directory: the round's sparse model, evaluated), state (directory: what round r+1 starts
-             from), masks (masks.pt, with the sparse model's nonzero pattern), metrics (JSON: projection report, step losses, mask dynamics, seconds).
+             from), masks (masks.pt, with the sparse model's nonzero pattern), metrics (JSON: projection report,
+             step losses, mask dynamics, seconds).
     params: variant, round, solver, sparsity, options (solver options), steps (StepConfig fields), seed, model,
             model_key, dtype, batch_size.
     """
@@ -34,11 +35,10 @@ def iterative_round(ctx: JobContext) -> dict:
     tokenizer = load_tokenizer(source, key=key)
     history = History()
     if ctx.input.get("previous_masks"):
-        history.previous_masks = history.first_masks = load_masks(ctx.input["previous_masks"])
-        history.previous_support = history.first_support = load_support(ctx.input["previous_masks"])
+        history.previous_masks, history.previous_support = load_masks_and_support(ctx.input["previous_masks"])
+        history.first_masks, history.first_support = history.previous_masks, history.previous_support
     if ctx.input.get("first_masks"):
-        history.first_masks = load_masks(ctx.input["first_masks"])
-        history.first_support = load_support(ctx.input["first_masks"])
+        history.first_masks, history.first_support = load_masks_and_support(ctx.input["first_masks"])
     batch = load_tensor(ctx.input["windows"], "calibration windows")
 
     def save_sparse(model, masks):

@@ -83,10 +83,16 @@ def load_masks(path: str | Path) -> dict[str, torch.Tensor]:
     return _unpacked(_read_masks_file(path)["masks"])
 
 
+def load_masks_and_support(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor] | None]:
+    """Both halves of a file written by save_masks, in one read: the masks, and the support (None if not saved)."""
+    payload = _read_masks_file(path)
+    support = payload.get("support")
+    return _unpacked(payload["masks"]), None if support is None else _unpacked(support)
+
+
 def load_support(path: str | Path) -> dict[str, torch.Tensor] | None:
     """The nonzero pattern saved beside the masks ({module name: bool}), or None if the file has none."""
-    support = _read_masks_file(path).get("support")
-    return None if support is None else _unpacked(support)
+    return load_masks_and_support(path)[1]
 
 
 def save_pruned_model(model: nn.Module, directory: str | Path, *, masks: dict[str, torch.Tensor] | None = None,

@@ -43,6 +43,17 @@ def _z(method: str) -> float:
 LINE_STYLES = {DENSE_REFERENCE: ":", "iobs_fixed_mask": "--"}
 
 
+def _style_round_panel(ax, ylabel: str, title: str | None = None, xlabel: str | None = None) -> None:
+    """A panel with rounds on the x axis: integer ticks, grid, labels (title on the top row, x label at the bottom)."""
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(True, alpha=0.3)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    if xlabel:
+        ax.set_xlabel(xlabel)
+
+
 def _not_run(ax) -> None:
     ax.text(0.5, 0.5, "not evaluated", transform=ax.transAxes, ha="center", va="center", color="0.4")
 
@@ -82,13 +93,8 @@ def plot_rounds(frame: pd.DataFrame, ppl: Perplexities, sparsity: str, select_on
                                          ("dense", ppl.dense(model, eval_set, split), "-.")):
                 if np.isfinite(value):
                     ax.axhline(value, color=COLORS[method], ls=style, lw=1, label=LABELS[method])
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-            ax.grid(True, alpha=0.3)
-            ax.set_ylabel(f"{eval_set} {split} perplexity")
-            if row == 0:
-                ax.set_title(model)
-            if row == len(panels) - 1:
-                ax.set_xlabel("round (1 = one-shot SparseGPT for I-OBS)")
+            _style_round_panel(ax, f"{eval_set} {split} perplexity", title=model if row == 0 else None,
+                               xlabel="round (1 = one-shot SparseGPT for I-OBS)" if row == len(panels) - 1 else None)
     _figure_legend(fig, axes)
     fig.suptitle(f"Perplexity against round, sparsity {sparsity}")
     return fig
@@ -158,14 +164,9 @@ def plot_mask_dynamics(dynamics: pd.DataFrame) -> plt.Figure:
             if here.empty:
                 _not_run(ax)
             ax.yaxis.set_major_formatter(PercentFormatter(1.0))
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.set_ylim(bottom=0)
-            ax.grid(True, alpha=0.3)
-            ax.set_ylabel(f"sparsity {sparsity}: weights changed")
-            if row == 0:
-                ax.set_title(model)
-            if row == len(sparsities) - 1:
-                ax.set_xlabel("round")
+            _style_round_panel(ax, f"sparsity {sparsity}: weights changed", title=model if row == 0 else None,
+                               xlabel="round" if row == len(sparsities) - 1 else None)
     for style, label in (("-", "since the previous round"), ("--", "since round 1")):
         axes[0, 0].plot([], [], color="black", ls=style, label=label)
     _figure_legend(fig, axes)
