@@ -2,10 +2,25 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 import torch
 
 from iobs.models.families import TINY_CONFIGS, TinyDims, build_tiny_model
+
+REPO = Path(__file__).resolve().parents[1]
+# The real data files lie beside the checkout (../shared/data), or wherever IOBS_SHARED_DATA points.
+SHARED_DATA = Path(os.environ.get("IOBS_SHARED_DATA") or REPO.parent / "shared" / "data")
+
+
+def needs_shared(relative: str) -> pytest.MarkDecorator:
+    """Skip a test, saying what is missing and where it was looked for, unless SHARED_DATA/relative exists."""
+    path = SHARED_DATA / relative
+    return pytest.mark.skipif(not path.exists(), reason=f"{path} not found (set IOBS_SHARED_DATA to the folder that "
+                              "holds the shared data files)")
+
 
 FAMILIES = sorted(TINY_CONFIGS)
 ATTENTIONS = ("sdpa", "eager")

@@ -11,9 +11,9 @@ from iobs.data.streams import load_stream
 from iobs.data.tokenizer import limit_tokenizer_threads
 from iobs.errors import DataError
 from iobs.jobs import JobContext, run_job
+from tests.conftest import SHARED_DATA, needs_shared
 
 limit_tokenizer_threads(1)
-SHARED = Path("/work/shared/data")
 
 
 def _run(spec, tmp, name, inputs, outputs, **params):
@@ -90,12 +90,12 @@ def test_pretrain_and_evaluate_jobs(pipeline):
     assert prov["perplexity"]["stdlib-valid"] == result["perplexity"]
 
 
-@pytest.mark.skipif(not (SHARED / "c4-samples").is_dir(), reason="C4 samples not available")
+@needs_shared("c4-samples")
 def test_calibration_job_document_mode_on_c4_samples(pipeline):
     tmp, out = pipeline
     paths, prov = _run("iobs.data.jobs:calibration", tmp, "calib_c4", {"tokenizer": out["tok"]["tokenizer"]},
                        {"windows": "calib_c4.pt"}, num_windows=4, length=64, seed=0,
-                       source={"kind": "c4", "split": "train", "path": str(SHARED / "c4-samples")})
+                       source={"kind": "c4", "split": "train", "path": str(SHARED_DATA / "c4-samples")})
     assert torch.load(paths["windows"], weights_only=True).shape == (4, 64)
     assert prov["calibration"]["mode"] == "documents"
 

@@ -1,4 +1,4 @@
-"""Text sources: local WikiText-2 raw and C4 JSON lines (skipped where /work/shared/data is absent), clear errors."""
+"""Text sources: local WikiText-2 raw and C4 JSON lines (skipped where the shared data is absent), clear errors."""
 
 import gzip
 import hashlib
@@ -10,14 +10,13 @@ import pytest
 
 from iobs.data.sources import load_documents, load_text, read_jsonl_documents, wikitext_rows_from_file
 from iobs.errors import DataError
-from tests.conftest import offline_data_errors
+from tests.conftest import SHARED_DATA, needs_shared, offline_data_errors
 
-SHARED = Path(os.environ.get("IOBS_SHARED_DATA", "/work/shared/data"))
-WIKI_RAW = SHARED / "wikitext-2-raw" / "wiki.test.raw"
-C4_SAMPLES = SHARED / "c4-samples"
+WIKI_RAW = SHARED_DATA / "wikitext-2-raw" / "wiki.test.raw"
+C4_SAMPLES = SHARED_DATA / "c4-samples"
 
 
-@pytest.mark.skipif(not WIKI_RAW.is_file(), reason="WikiText-2 raw test file not available")
+@needs_shared("wikitext-2-raw/wiki.test.raw")
 def test_local_wikitext2_matches_the_hub_layout():
     # SOURCE.md: the original release file; 4358 lines, 1467 of them blank (" "), the other 2891 non-blank.
     assert hashlib.sha256(WIKI_RAW.read_bytes()).hexdigest().startswith("173c87a5")
@@ -31,7 +30,7 @@ def test_local_wikitext2_matches_the_hub_layout():
     assert text.endswith("Eddie Pelkey . \n\n\n")
 
 
-@pytest.mark.skipif(not C4_SAMPLES.is_dir(), reason="C4 samples not available")
+@needs_shared("c4-samples")
 def test_local_c4_jsonl_documents_and_validation_join():
     documents = load_documents({"kind": "c4", "path": str(C4_SAMPLES)})
     assert len(documents) == 30 and sum(map(len, documents)) == 14597 + 20570 + 18049  # SOURCE.md

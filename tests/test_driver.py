@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 from transformers import AutoModelForCausalLM
+from transformers.cache_utils import Cache, DynamicCache
 
 from iobs.errors import ConfigError, DataError, IobsError
 from iobs.models.families import decoder_layers
@@ -63,6 +64,22 @@ def test_replayed_layers_match_full_forward(make_tiny_model, calibration_ids, fa
     torch.testing.assert_close(result.outputs.hidden, last, rtol=1e-5, atol=1e-5)
 
 
+def _received_kwargs(model, layers, input_ids) -> dict:
+    """The keyword arguments the model itself passes its first decoder layer (whatever this transformers names them)."""
+    seen = {}
+
+    def record(module, args, kwargs):
+        seen.update(kwargs)
+
+    handle = layers[0].register_forward_pre_hook(record, with_kwargs=True)
+    try:
+        with torch.no_grad():
+            model(input_ids=input_ids, use_cache=False)
+    finally:
+        handle.remove()
+    return seen
+
+
 def test_capture_replays_exact_kwargs_without_cache(make_tiny_model, calibration_ids):
     model = make_tiny_model("llama", "eager")
     layers = decoder_layers(model)
@@ -70,11 +87,41 @@ def test_capture_replays_exact_kwargs_without_cache(make_tiny_model, calibration
                                           device=torch.device("cpu"), storage=torch.device("cpu"))
     assert [(s.start, s.stop) for s in captured.slices] == [(0, 4), (4, 6)]
     first, second = captured.calls
-    assert first.kwargs["past_key_values"] is None and first.kwargs["use_cache"] is False
+    # the same keywords the layer gets from the model, none dropped or renamed (transformers 4.x calls the cache
+    # past_key_value(s), 5.x cache=); no live cache object among them
+    received = _received_kwargs(model, layers, calibration_ids[:4])
+    assert set(first.kwargs) == set(received) - {"hidden_states"}
+    assert not any(isinstance(value, Cache) for value in first.kwargs.values())
     assert first.kwargs["attention_mask"].shape == (4, 1, 24, 24)  # eager: a materialised 4-D mask per batch
     cos, sin = first.kwargs["position_embeddings"]
     assert cos.shape[-2] == 24 and sin.shape == cos.shape
     assert second.kwargs["position_embeddings"][0] is cos  # identical per-batch tensors are stored once
+
+
+class _LayerTakingAnything(nn.Linear):
+    def forward(self, hidden, **extras):
+        return super().forward(hidden)
+
+
+class _CacheUnderAnyName(nn.Module):
+    """A stand-in model that hands its first layer a live KV cache under a keyword no transformers release uses."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Embedding(16, 8)
+        self.layers = nn.ModuleList([_LayerTakingAnything(8, 8)])
+
+    def forward(self, input_ids, use_cache=False):
+        hidden = self.embed(input_ids)
+        return self.layers[0](hidden, kv_store_v9=DynamicCache(), flag=use_cache)
+
+
+def test_capture_drops_a_live_cache_whatever_its_keyword():
+    model = _CacheUnderAnyName()
+    captured = capture_first_layer_inputs(model, model.layers, torch.zeros(2, 3, dtype=torch.long), batch_size=2,
+                                          device=torch.device("cpu"), storage=torch.device("cpu"))
+    (call,) = captured.calls
+    assert call.kwargs == {"kv_store_v9": None, "flag": False}
 
 
 def test_tuple_and_tensor_layer_outputs_are_both_handled(make_tiny_model, calibration_ids):

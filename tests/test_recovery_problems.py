@@ -11,9 +11,10 @@ import torch
 from iobs.errors import DataError
 from iobs.recovery.images import load_images, read_idx_images, resolve_image_source
 from iobs.recovery.problems import LeastSquares, gaussian_problem, image_k, image_problem
+from tests.conftest import SHARED_DATA, needs_shared
 
-MNIST_DIR = Path("/work/shared/data/mnist")
-needs_mnist = pytest.mark.skipif(not (MNIST_DIR / "t10k-images-idx3-ubyte.gz").is_file(), reason="no MNIST here")
+MNIST_DIR = SHARED_DATA / "mnist"
+needs_mnist = needs_shared("mnist/t10k-images-idx3-ubyte.gz")
 
 
 def write_idx(path: Path, images: np.ndarray, magic: int = 2051, compress: bool = False) -> Path:

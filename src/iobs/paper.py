@@ -1,7 +1,11 @@
 """The numbers the paper (and the sources it builds on) report, as data, so tables can show them beside ours.
 
-Sources: /work/shared/docs/paper-notes.md, sections 2 (synthetic), 3 (seed slides) and 4 (SparseGPT-protocol
-reference perplexities). Values are as printed; nothing here is computed.
+Sources: the I-OBS paper (Wu, Modoranu, Safaryan, Kuznedelev, Alistarh; NeurIPS 2024, arXiv 2408.17163): its
+Figure 1 and appendix (synthetic sparse recovery, from the first author's public simulation code) and the authors'
+slides (OPT-125M / Phi-1.5 perplexities, Llama-2-7B MMLU by iteration); the reference perplexities of the SparseGPT
+protocol from SparseGPT (Frantar and Alistarh, ICML 2023, arXiv 2301.00774: OPT-125M dense) and Wanda (Sun, Liu,
+Bair, Kolter, ICLR 2024, arXiv 2306.11695: Llama-2-7B at context 4096). Values are as printed; nothing here is
+computed.
 """
 
 from __future__ import annotations
@@ -89,8 +93,8 @@ def synthetic_iterations(setting: str | None) -> list[int]:
     return sorted({n.iteration for n in SYNTHETIC if n.setting == setting})
 
 
-_SLIDES = "seed slides (128 calibration samples)"
-_SPARSEGPT = "SparseGPT protocol reference (notes section 4)"
+_SLIDES = "I-OBS authors' slides (128 calibration samples)"
+_SPARSEGPT = "SparseGPT / Wanda papers (SparseGPT protocol)"
 
 
 def _ppl(model, dense_sgpt_iobs, dataset):

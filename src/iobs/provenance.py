@@ -14,6 +14,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
+from iobs.lock import lock_record
+
 TRACKED_PACKAGES = ("iobs", "torch", "numpy", "transformers", "tokenizers", "datasets", "pandas", "snakemake")
 
 
@@ -95,6 +97,7 @@ def build_record(*, job: str, params: dict, seed: int | None, wall_seconds: floa
         "platform": platform.platform(),
         "git_commit": git_commit(Path(__file__).parent),
         "versions": package_versions(),
+        "lock": lock_record(),
         **(extra or {}),
     }
 

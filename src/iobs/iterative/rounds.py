@@ -1,4 +1,4 @@
-"""One I-OBS round, and the two controls that share its code (paper-notes section 3; issue 6).
+"""One I-OBS round, and the two controls that share its code (the I-OBS paper, arXiv 2408.17163).
 
 A round r takes the state left by round r-1 (the dense model at r = 1) and this round's calibration batch X_r:
   1. projection: prune the state layer by layer onto the sparsity target with the solver (SparseGPT or OBC);

@@ -1,6 +1,6 @@
 """Gradient steps on the calibration language-modelling loss, for the decoder layers only.
 
-Between two projections I-OBS moves the weights along the calibration loss's gradient (paper-notes section 3,
+Between two projections I-OBS moves the weights along the calibration loss's gradient (the I-OBS paper's algorithm,
 step 3). What the paper leaves open is a parameter here: optimizer, learning rate, number of steps, and whether
 the step is masked (pruned weights stay exactly zero: SparseGPT + masked fine-tuning when used as a control) or
 dense (pruned weights may regrow; the next projection decides which survive).
