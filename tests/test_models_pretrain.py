@@ -10,7 +10,7 @@ from iobs.models.families import TinyDims
 from iobs.models.pretrain import DEFAULT_DIMS, TrainSettings, dims_for, learning_rate, pretrain
 
 DIMS = TinyDims(vocab_size=50, hidden=32, layers=1, heads=2, ffn=64, max_positions=64)
-FAST = TrainSettings(steps=30, seq_len=32, batch=8, lr=1e-2, warmup_steps=3, log_every=5, seconds_cap=None)
+FAST = TrainSettings(steps=30, seq_len=32, batch=8, lr=1e-2, warmup_steps=3, log_every=5)
 
 
 def _patterned_stream(length=6000, seed=0):
@@ -35,16 +35,16 @@ def test_short_run_lowers_the_loss_below_uniform(family, streams):
     curve = [point["loss"] for point in metrics["loss_curve"]]
     assert curve[0] > curve[-1] + 0.5
     assert metrics["valid"]["perplexity"] < 0.6 * metrics["uniform_perplexity"] == 30
-    assert metrics["steps"] == 30 and metrics["stopped_by"] == "steps" and not model.training
+    assert metrics["steps"] == 30 and not model.training
     assert metrics["tokens_seen"] == 30 * 8 * 32
 
 
 def test_same_seed_same_weights_other_seed_other_weights(streams):
     train, _ = streams
-    settings = TrainSettings(steps=4, seq_len=16, batch=4, seconds_cap=None)
+    settings = TrainSettings(steps=4, seq_len=16, batch=4)
     first, _ = pretrain("opt", DIMS, train, settings)
     again, _ = pretrain("opt", DIMS, train, settings)
-    other, _ = pretrain("opt", DIMS, train, TrainSettings(steps=4, seq_len=16, batch=4, seconds_cap=None, seed=1))
+    other, _ = pretrain("opt", DIMS, train, TrainSettings(steps=4, seq_len=16, batch=4, seed=1))
     a, b, c = (dict(m.named_parameters()) for m in (first, again, other))
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not all(torch.equal(a[k], c[k]) for k in a)
@@ -59,10 +59,11 @@ def test_schedule_warms_up_then_decays_to_the_floor():
     assert learning_rate(100, s) == pytest.approx(0.1)
 
 
-def test_seconds_cap_stops_early_and_says_so(streams):
+def test_run_length_is_the_step_count_alone(streams):
     train, _ = streams
-    _, metrics = pretrain("opt", DIMS, train, TrainSettings(steps=1000, seq_len=16, batch=2, seconds_cap=0.0))
-    assert metrics["steps"] == 1 and metrics["stopped_by"] == "seconds_cap"
+    _, metrics = pretrain("opt", DIMS, train, TrainSettings(steps=3, seq_len=16, batch=2))
+    assert metrics["steps"] == 3 and "stopped_by" not in metrics
+    assert "seconds_cap" not in TrainSettings.__dataclass_fields__
 
 
 def test_bad_inputs_are_iobs_errors(streams):

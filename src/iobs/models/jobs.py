@@ -22,7 +22,7 @@ def pretrain_tiny(ctx: JobContext) -> dict:
     params: family (opt | llama | phi), dims (optional overrides of pretrain.DEFAULT_DIMS[family], e.g.
             {hidden: 128}; vocab_size is the tokenizer's), valid_max_windows (default 64), and any TrainSettings
             field, top-level or inside a `pretrain` mapping (the config's models.<name>.pretrain): steps,
-            seconds_cap, seq_len, batch, lr, min_lr_ratio, warmup_steps, weight_decay, beta2, grad_clip, log_every,
+            seq_len, batch, lr, min_lr_ratio, warmup_steps, weight_decay, beta2, grad_clip, log_every,
             seed.
     """
     quiet_progress_bars()
@@ -35,7 +35,7 @@ def pretrain_tiny(ctx: JobContext) -> dict:
                               p.get("valid_max_windows", 64))
     save_model_dir(model, tok, ctx.out("model"))
     atomic_write_json(ctx.out("metrics"), metrics)
-    summary = {k: metrics[k] for k in ("params", "steps", "stopped_by", "seconds", "uniform_perplexity")}
+    summary = {k: metrics[k] for k in ("params", "steps", "seconds", "uniform_perplexity")}
     if "valid" in metrics:
         summary["valid_perplexity"] = metrics["valid"]["perplexity"]
     return {"pretrain": summary}

@@ -1,10 +1,8 @@
 """Pretraining the tiny OPT / Llama / Phi models on a token stream, so the pipeline has real (if small) LMs offline.
 
-Determinism: the run length is a fixed step count (`steps`), so given the seed the weights are the same on every
-machine with the same torch build and thread count. `seconds_cap` is only a safety net against a slow machine:
-if it stops a run early the metrics say so (stopped_by = "seconds_cap") and the result depends on the machine.
-The learning rate warms up linearly for warmup_steps and then follows a cosine to min_lr_ratio x lr at `steps`
-(a capped run simply ends early on that schedule).
+Determinism: the run length is a fixed step count (`steps`) and nothing else (no wall-clock limit), so given the
+seed the weights are the same on every machine with the same torch build and thread count, however loaded it is.
+The learning rate warms up linearly for warmup_steps and then follows a cosine to min_lr_ratio x lr at `steps`.
 
 Batches: `batch` windows of seq_len tokens at random starts in the train stream, drawn from a generator seeded with
 `seed` (model initialisation uses the same seed through build_tiny_model).
@@ -44,7 +42,6 @@ class TrainSettings:
     """Optimiser and schedule. AdamW(lr, betas=(0.9, beta2), weight_decay on matrices only), gradient clipping."""
 
     steps: int = 300
-    seconds_cap: float | None = 600.0
     seq_len: int = 256
     batch: int = 8
     lr: float = 3e-3  # OPT at 300 steps, valid ppl: lr 1.5e-3 -> 116, 2e-3 -> 111, 3e-3 -> 110, 5e-3 -> 134
@@ -100,7 +97,7 @@ def pretrain(family: str, dims: TinyDims, train_tokens: torch.Tensor, settings: 
     generator = torch.Generator().manual_seed(s.seed)
     stream = train_tokens.long()
     offsets = torch.arange(s.seq_len)
-    curve, window_losses, stopped_by = [], [], "steps"
+    curve, window_losses = [], []
     start = time.perf_counter()
     step = 0
     for step in range(s.steps):
@@ -121,14 +118,6 @@ def pretrain(family: str, dims: TinyDims, train_tokens: torch.Tensor, settings: 
                           "lr": learning_rate(step, s), "seconds": round(time.perf_counter() - start, 2)})
             log.info("%s step %d loss %.3f", family, step + 1, curve[-1]["loss"])
             window_losses = []
-        if s.seconds_cap is not None and time.perf_counter() - start > s.seconds_cap and step < s.steps - 1:
-            stopped_by = "seconds_cap"
-            log.warning("%s: seconds_cap %.0f s reached after %d of %d steps; the result is machine-dependent",
-                        family, s.seconds_cap, step + 1, s.steps)
-            if window_losses:
-                curve.append({"step": step + 1, "loss": sum(window_losses) / len(window_losses),
-                              "lr": learning_rate(step, s), "seconds": round(time.perf_counter() - start, 2)})
-            break
     seconds = time.perf_counter() - start
     model.eval()
     steps_done = step + 1
@@ -138,7 +127,6 @@ def pretrain(family: str, dims: TinyDims, train_tokens: torch.Tensor, settings: 
         "settings": asdict(s),
         "params": count_parameters(model),
         "steps": steps_done,
-        "stopped_by": stopped_by,
         "seconds": round(seconds, 2),
         "seconds_per_step": round(seconds / steps_done, 4),
         "tokens_seen": steps_done * s.batch * s.seq_len,
