@@ -81,6 +81,31 @@ def temporary_sibling(path: str | Path, suffix: str = ".tmp", directory: bool = 
             continue
 
 
+def current_umask() -> int:
+    """The process umask (read from /proc on Linux; elsewhere set and restored, which is not thread-safe)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def follow_umask(path: Path) -> None:
+    """Give `path` (and, for a folder, everything inside) the mode a plain open()/mkdir() would have given it.
+
+    Some writers create their files 0600 whatever the umask (safetensors' save_file does, and so did the
+    tempfile-based writers iobs had); the artifact a user gets should not depend on which library wrote it.
+    """
+    mask = current_umask()
+    for item in [path, *path.rglob("*")] if path.is_dir() else [path]:
+        if not item.is_symlink():
+            os.chmod(item, (0o777 if item.is_dir() else 0o666) & ~mask)
+
+
 def stale_temporaries(path: str | Path) -> list[Path]:
     """The temporary siblings of `path` that temporary_sibling made (e.g. left by a killed run)."""
     path = Path(path)
@@ -108,6 +133,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp = temporary_sibling(path)
     try:
         yield tmp
+        follow_umask(tmp)  # the writer may have replaced the file we made
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -125,6 +151,7 @@ def atomic_directory(path: str | Path) -> Iterator[Path]:
     staging = temporary_sibling(path, directory=True)
     try:
         yield staging
+        follow_umask(staging)
         if path.exists():  # a folder cannot be os.replace'd over a non-empty one: move the old one aside first
             trash = temporary_sibling(path, ".old", directory=True)
             os.replace(path, trash / path.name)
