@@ -96,6 +96,17 @@ def test_oneshot_summary_names_the_pattern(workspace, tmp_path, capsys):
                         r"\(reconstruction loss [0-9.e+-]+, \d+ s\)\n", stdout), stdout
 
 
+def test_gradient_steps_report_every_micro_batch_with_the_step_loss_so_far(make_tiny_model, calibration_ids):
+    from iobs.iterative.steps import StepConfig, gradient_steps, micro_batches_per_step
+
+    config = StepConfig(optimizer="sgd", lr=0.01, steps=3, micro_batch=4)  # 6 sequences: 2 micro-batches a step
+    seen = []
+    losses = gradient_steps(make_tiny_model("opt"), calibration_ids, config, on_micro_batch=seen.append)
+    assert micro_batches_per_step(calibration_ids.shape[0], config) == 2 and len(seen) == 6
+    assert seen[1::2] == pytest.approx(losses, rel=1e-12)  # the last call of a step carries its full-batch loss
+    assert all(0 < first < whole for first, whole in zip(seen[::2], seen[1::2]))
+
+
 # ------------------------------------------------------------------ part 3: files, outputs, the lock
 
 @pytest.mark.parametrize("umask, file_mode, dir_mode", [(0o022, 0o644, 0o755), (0o027, 0o640, 0o750)])

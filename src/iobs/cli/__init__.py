@@ -2,7 +2,8 @@
 Snakemake, through the same library functions the DAG's jobs call.
 
 User errors (IobsError: a missing model, a bad sparsity, a wrong path, a bad option) print one line
-"iobs: error: ..." on stderr and exit with status 2, never a traceback. See `iobs --help`.
+"iobs: error: ..." on stderr and exit with status 2, never a traceback; Ctrl-C is "iobs: error: interrupted" and
+status 130, also while the libraries load. Success ends with one summary line on stdout. See `iobs --help`.
 """
 
 from __future__ import annotations

@@ -7,6 +7,8 @@ Layout of --out DIR (the folder is itself the pruned model: AutoModelForCausalLM
   provenance.json    command, parameters, versions, git commit, wall time; written last, so its presence marks a
                      complete run
   rounds/round<r>/   with --save-every-round: every round's sparse model
+Beside DIR, .DIR.lock is held (flock) while a run writes DIR; a second run into DIR is refused, and a run that finds
+the lock free removes the temporaries (.DIR.*.tmp) of an earlier, killed one.
 """
 
 from __future__ import annotations

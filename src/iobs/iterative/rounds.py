@@ -98,10 +98,14 @@ def current_masks(model: nn.Module, names) -> dict[str, torch.Tensor]:
 
 @contextmanager
 def step_progress(sequences: int, steps: StepConfig, round_index: int, progress: bool):
-    """A tqdm bar (stderr) over the micro-batches of a round's gradient steps; yields its on_micro_batch callback."""
+    """A tqdm bar (stderr) over the micro-batches of a round's gradient steps; yields the keyword arguments of
+    gradient_steps that move it (none without progress)."""
+    if not progress:
+        yield {}
+        return
     per_step = micro_batches_per_step(sequences, steps)
     bar = tqdm(total=steps.steps * per_step, desc=f"round {round_index} gradient steps", unit="micro-batch",
-               disable=not progress, file=sys.stderr)
+               file=sys.stderr)
 
     def on_micro_batch(loss_so_far: float) -> None:
         bar.update()
@@ -109,7 +113,7 @@ def step_progress(sequences: int, steps: StepConfig, round_index: int, progress:
             bar.set_postfix(loss=f"{loss_so_far:.4g}", refresh=False)
 
     try:
-        yield on_micro_batch
+        yield {"on_micro_batch": on_micro_batch}
     finally:
         bar.close()
 
@@ -191,9 +195,9 @@ def run_round(state: nn.Module, batch: torch.Tensor, round_index: int, schedule:
         if device is not None and torch.device(device) != home:
             state.to(device)  # the steps need every layer on the compute device (the projection moved one at a time)
         step_config = replace(steps, masked=masked)
-        with step_progress(batch.shape[0], step_config, round_index, progress) as on_micro_batch:
+        with step_progress(batch.shape[0], step_config, round_index, progress) as bar:
             losses = gradient_steps(state, batch, step_config, masks=masks if masked else None,
-                                    seed=seed + round_index, on_micro_batch=on_micro_batch)
+                                    seed=seed + round_index, **bar)
         state.to(home)
     timings["steps"] = time.perf_counter() - t0
     return RoundResult(masks=masks, support=support, state=state, step_losses=losses,
