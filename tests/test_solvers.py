@@ -62,7 +62,8 @@ def test_spec_parse(text, fraction, label, is_nm):
     assert SparsitySpec.parse(spec.label) == spec
 
 
-@pytest.mark.parametrize("text", ["0", 0, "0.0", "1.0", "1.5", "-0.1", "nan", "abc", "4:2", "0:4", "2:2", "2:x", "2:4:8", True, None])
+@pytest.mark.parametrize("text", ["0", 0, "0.0", "1.0", "1.5", "-0.1", "nan", "abc", "4:2", "0:4", "2:2", "2:x",
+                                  "2:4:8", True, None])
 def test_spec_parse_rejects_bad_input_in_one_line(text):
     with pytest.raises((IobsError, ValueError)) as err:
         SparsitySpec.parse(text)

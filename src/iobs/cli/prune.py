@@ -107,7 +107,8 @@ def run_iobs(model, tokenizer, sampler: CalibrationSampler, spec: SparsitySpec, 
 
             # the last round's sparse model is the result: no gradient step after it
             result = run_round(model, batch, r, variant("iobs"), solver=args.solver, sparsity=spec.label, steps=steps,
-                               solver_options=solver_options(args), **history.as_kwargs(), seed=args.seed, take_steps=r < args.rounds, on_sparse=save_round,
+                               solver_options=solver_options(args), **history.as_kwargs(), seed=args.seed,
+                               take_steps=r < args.rounds, on_sparse=save_round,
                                progress=not args.no_progress, device=device)
             history = history.after(result)
             per_round.append({"round": r, "projection": result.projection.to_dict(), "step_losses": result.step_losses,
