@@ -195,9 +195,9 @@ def run_round(state: nn.Module, batch: torch.Tensor, round_index: int, schedule:
         if device is not None and torch.device(device) != home:
             state.to(device)  # the steps need every layer on the compute device (the projection moved one at a time)
         step_config = replace(steps, masked=masked)
-        with step_progress(batch.shape[0], step_config, round_index, progress) as bar:
+        with step_progress(batch.shape[0], step_config, round_index, progress) as progress_kwargs:
             losses = gradient_steps(state, batch, step_config, masks=masks if masked else None,
-                                    seed=seed + round_index, **bar)
+                                    seed=seed + round_index, **progress_kwargs)
         state.to(home)
     timings["steps"] = time.perf_counter() - t0
     return RoundResult(masks=masks, support=support, state=state, step_losses=losses,
