@@ -85,7 +85,7 @@ def perplexity(model, windows: torch.Tensor, batch_size: int = 8, device: str | 
     if not mean_nll <= 709:  # nan, inf, or beyond exp's float range (no real model is that wrong)
         raise NonFinitePerplexity(f"perplexity of {label or model_label(model)} is not finite (mean NLL {mean_nll} "
                                   f"over {windows.shape[0]} windows): its weights hold nan/inf or overflow in "
-                                  "this dtype; re-run the pruning (e.g. with a lower --lr) or evaluate in float32")
+                                  "this dtype; re-run the pruning (e.g. with a lower learning rate) or evaluate in float32")
     return {
         "perplexity": math.exp(mean_nll),
         "nll": mean_nll,
