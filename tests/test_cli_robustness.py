@@ -156,6 +156,14 @@ def test_an_unwritable_output_fails_before_anything_is_loaded(command, workspace
     assert listing(tmp_path) == ["a-file"]
 
 
+@pytest.mark.parametrize("out", [".", "..", "sub/.."])
+def test_out_must_name_a_folder_of_its_own(out, workspace, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    err = one_line_error(*run(magnitude(workspace, out), capsys))
+    assert err == f"iobs: error: --out {Path(out)}: name the folder to write, e.g. --out pruned-model\n"
+    assert listing(tmp_path) == []
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
 def test_a_read_only_folder_is_refused_in_one_line(workspace, tmp_path, capsys):
     locked = tmp_path / "ro"

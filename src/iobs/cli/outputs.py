@@ -28,6 +28,9 @@ def _nearest_existing(path: Path) -> Path:
 def check_writable(path: Path, option: str, folder: bool) -> None:
     """IobsError (one line naming `option` and the path) unless `path` (a folder if `folder`, else a file) can be
     written: the atomic writers create a temporary sibling, so its nearest existing ancestor must take a new file."""
+    if path.name in ("", ".", ".."):  # the result replaces the folder as a whole: it needs a name of its own
+        raise IobsError(f"{option} {path}: name the {'folder' if folder else 'file'} to write, e.g. {option} "
+                        f"{'pruned-model' if folder else 'result.json'}")
     if path.exists() and path.is_dir() != folder:
         kind = "a file" if folder else "a folder"
         raise IobsError(f"{option} {path} is {kind}: give a {'folder' if folder else 'file'} path")
