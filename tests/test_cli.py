@@ -184,7 +184,7 @@ def test_eval_prints_and_saves_the_library_perplexity(workspace, sparsegpt_opt, 
     assert result["perplexity"] == pytest.approx(expected["perplexity"], rel=1e-9)
     assert result["windows"] == 6 and result["tokens"] == 6 * (SEQLEN - 1)
     assert result["decoder_sparsity"] == 0.5 and result["provenance"]["job"] == "iobs eval"
-    assert out.startswith(f"perplexity {expected['perplexity']:.4f}")
+    assert out.startswith(f"iobs: perplexity {expected['perplexity']:.4f} on ")
     dense = perplexity(load_model(workspace / "opt"), eval_windows(stream, SEQLEN, 6))["perplexity"]
     assert result["perplexity"] != pytest.approx(dense, rel=1e-6)  # it evaluated the pruned model, not the dense one
 
@@ -196,7 +196,7 @@ def test_a_model_folder_without_tokenizer_needs_the_tokenizer_option(workspace, 
     code, _, err = run(args, capsys)
     assert code == 2 and "--tokenizer" in err and len(err.splitlines()) == 1
     code, out, err = run([*args, "--tokenizer", workspace / "opt"], capsys)
-    assert code == 0 and out.startswith("perplexity "), err
+    assert code == 0 and out.startswith("iobs: perplexity "), err
 
 
 def one_line_error(code: int, out: str, err: str) -> str:

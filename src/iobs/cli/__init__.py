@@ -2,7 +2,8 @@
 Snakemake, through the same library functions the DAG's jobs call.
 
 User errors (IobsError: a missing model, a bad sparsity, a wrong path, a bad option) print one line
-"iobs: error: ..." on stderr and exit with status 2, never a traceback. See `iobs --help`.
+"iobs: error: ..." on stderr and exit with status 2, never a traceback; Ctrl-C is "iobs: error: interrupted" and
+status 130, also while the libraries load. Success ends with one summary line on stdout. See `iobs --help`.
 """
 
 from __future__ import annotations
@@ -39,29 +40,13 @@ def _fail(message: str, status: int) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the console script; returns the exit status (0 ok, 2 user error, 1 system error)."""
-    from iobs.cli.parser import build_parser, check_prune_args
+    """Entry point of the console script; returns the exit status (0 ok, 2 user error, 1 system error, 130 Ctrl-C).
 
+    Everything, imports included, runs inside the handlers: Ctrl-C while torch loads is one line too.
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
     try:
-        args = parser.parse_args(argv)
-        if args.command is None:
-            parser.print_help(sys.stderr)
-            return EXIT_USER_ERROR
-        _configure_logging(args.verbose)
-        from iobs.cli.common import set_threads
-
-        set_threads(args.threads)
-        if args.command == "prune":
-            from iobs.cli.prune import prune_command
-
-            check_prune_args(args)
-            prune_command(args, argv)
-        else:
-            from iobs.cli.evaluate import eval_command
-
-            eval_command(args, argv)
+        _run(argv)
     except SystemExit as exit_:  # --help from argparse
         return int(exit_.code or 0) if isinstance(exit_.code, (int, type(None))) else EXIT_USER_ERROR
     except IobsError as err:
@@ -76,3 +61,26 @@ def main(argv: list[str] | None = None) -> int:
                          EXIT_SYSTEM_ERROR)
         raise
     return 0
+
+
+def _run(argv: list[str]) -> None:
+    from iobs.cli.parser import build_parser, check_prune_args  # no torch: --help and usage errors stay instant
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        raise SystemExit(EXIT_USER_ERROR)
+    _configure_logging(args.verbose)
+    from iobs.cli.common import set_threads  # torch from here on
+
+    set_threads(args.threads)
+    if args.command == "prune":
+        from iobs.cli.prune import prune_command
+
+        check_prune_args(args)
+        prune_command(args, argv)
+    else:
+        from iobs.cli.evaluate import eval_command
+
+        eval_command(args, argv)

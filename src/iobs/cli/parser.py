@@ -1,19 +1,37 @@
-"""The argument parser of `iobs prune` and `iobs eval` (argparse), and the checks of option combinations."""
+"""The argument parser of `iobs prune` and `iobs eval` (argparse), and the checks of option combinations.
+
+This module must not import torch or transformers (directly or through iobs modules that do): `iobs --help` and
+every one-line usage error would otherwise wait seconds for them.
+"""
 
 from __future__ import annotations
 
 import argparse
-from dataclasses import fields
+import ast
+import importlib.util
+import math
 
 from iobs.errors import IobsError
-from iobs.iterative.steps import StepConfig
 
 ONESHOT_METHODS = ("sparsegpt", "obc", "wanda", "magnitude")
 METHODS = (*ONESHOT_METHODS, "iobs")
 ROUND_SOLVERS = ("sparsegpt", "obc")
 DTYPES = ("float32", "bfloat16", "float16")
 DEFAULT_ROUNDS = 3  # "I-OBS(3)", the round the paper's tables report
-STEP_DEFAULTS = {f.name: f.default for f in fields(StepConfig)}
+
+
+def dataclass_defaults(module: str, name: str) -> dict:
+    """The literal field defaults of dataclass `name` in `module`, read from its source without importing it.
+
+    The help texts quote StepConfig's defaults; importing iobs.iterative.steps would load torch just for them.
+    """
+    tree = ast.parse(open(importlib.util.find_spec(module).origin, encoding="utf-8").read())
+    body = next(node.body for node in tree.body if isinstance(node, ast.ClassDef) and node.name == name)
+    return {node.target.id: ast.literal_eval(node.value) for node in body
+            if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.value is not None}
+
+
+STEP_DEFAULTS = dataclass_defaults("iobs.iterative.steps", "StepConfig")  # tested equal to fields(StepConfig)
 
 SOURCE_HELP = ("c4[:SPLIT] or wikitext2[:SPLIT] (Hugging Face hub), or a local .txt / WikiText .raw / C4-style "
                ".jsonl(.gz) file, or a folder of those (FOLDER:SPLIT picks wiki.SPLIT.raw or SPLIT.txt)")
@@ -27,6 +45,17 @@ EPILOG = """examples:
 
 class UsageError(IobsError):
     """A command line that argparse or our checks reject."""
+
+
+def finite_float(text: str) -> float:
+    """argparse type: a float that is neither nan nor inf (they would only fail later, after hours of work)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number: give a number such as 0.01")
+    return value
 
 
 class Parser(argparse.ArgumentParser):
@@ -57,6 +86,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", choices=DTYPES, default="float32", help="weights' dtype (default: float32)")
     p.add_argument("--threads", type=int, metavar="N",
                    help="CPU threads for torch and the tokenizer (default: all cores)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (they go to stderr)")
     p.add_argument("-v", "--verbose", action="store_true", help="log progress details and library warnings")
 
 
@@ -67,7 +97,6 @@ def _add_prune(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="folder for the pruned model, metrics.json and "
                    "provenance.json (must not exist unless --overwrite)")
     p.add_argument("--overwrite", action="store_true", help="replace DIR if an earlier `iobs prune` wrote it")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     cal = p.add_argument_group("calibration")
     cal.add_argument("--calibration", default="c4", metavar="SOURCE", help=f"{SOURCE_HELP} (default: c4)")
@@ -81,14 +110,14 @@ def _add_prune(p: argparse.ArgumentParser) -> None:
 
     solver = p.add_argument_group("solver (sparsegpt, obc, and the projection of iobs)")
     solver.add_argument("--block-size", type=int, metavar="B", help="SparseGPT column block size (default: 128)")
-    solver.add_argument("--percdamp", type=float, metavar="F",
+    solver.add_argument("--percdamp", type=finite_float, metavar="F",
                         help="Hessian damping, a fraction of mean(diag H) (default: 0.01)")
 
     rounds = p.add_argument_group("I-OBS rounds (--method iobs)")
     rounds.add_argument("--rounds", type=int, metavar="T",
                         help=f"number of rounds; DIR gets I-OBS(T) (default: {DEFAULT_ROUNDS})")
     rounds.add_argument("--solver", choices=ROUND_SOLVERS, help="projection solver of every round (default: sparsegpt)")
-    rounds.add_argument("--lr", type=float, metavar="ETA", help=f"step size (default: {STEP_DEFAULTS['lr']})")
+    rounds.add_argument("--lr", type=finite_float, metavar="ETA", help=f"step size (default: {STEP_DEFAULTS['lr']})")
     rounds.add_argument("--steps", type=int, metavar="K",
                         help=f"gradient steps per round (default: {STEP_DEFAULTS['steps']})")
     rounds.add_argument("--optimizer", choices=("sgd", "adam"),
@@ -97,7 +126,7 @@ def _add_prune(p: argparse.ArgumentParser) -> None:
                         help="keep pruned weights at zero during the steps (default: they may regrow)")
     rounds.add_argument("--micro-batch", type=int, metavar="N",
                         help=f"sequences per forward/backward of a step (default: {STEP_DEFAULTS['micro_batch']})")
-    rounds.add_argument("--max-grad-norm", type=float, metavar="C",
+    rounds.add_argument("--max-grad-norm", type=finite_float, metavar="C",
                         help=f"gradient norm clip, 0 = none (default: {STEP_DEFAULTS['max_grad_norm']})")
     rounds.add_argument("--gradient-checkpointing", action="store_true", default=None,
                         help="recompute each decoder layer in the backward pass of a step: keeps only the layers' "
@@ -169,8 +198,10 @@ def solver_options(args: argparse.Namespace) -> dict:
     return options
 
 
-def step_config(args: argparse.Namespace) -> StepConfig:
+def step_config(args: argparse.Namespace):
     """The gradient steps between I-OBS projections (iobs.iterative.steps), StepConfig defaults where not given."""
+    from iobs.iterative.steps import StepConfig  # torch: only once the command line has been parsed
+
     given = {"optimizer": args.optimizer, "lr": args.lr, "steps": args.steps, "micro_batch": args.micro_batch,
              "masked": args.masked, "gradient_checkpointing": args.gradient_checkpointing,
              "offload_optimizer": args.offload_optimizer}

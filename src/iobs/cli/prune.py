@@ -7,6 +7,8 @@ Layout of --out DIR (the folder is itself the pruned model: AutoModelForCausalLM
   provenance.json    command, parameters, versions, git commit, wall time; written last, so its presence marks a
                      complete run
   rounds/round<r>/   with --save-every-round: every round's sparse model
+Beside DIR, .DIR.lock is held (flock) while a run writes DIR; a second run into DIR is refused, and a run that finds
+the lock free removes the temporaries (.DIR.*.tmp) of an earlier, killed one.
 """
 
 from __future__ import annotations
@@ -14,9 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
-import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from iobs.cli.common import load_model_and_tokenizer, model_location, pick_device
 from iobs.cli.data import CalibrationSampler, check_seqlen, resolve_source
+from iobs.cli.outputs import check_writable, exclusive_output
 from iobs.cli.parser import solver_options, step_config
 from iobs.errors import IobsError
 from iobs.iterative.rounds import History, run_round, variant
@@ -33,7 +34,7 @@ from iobs.models.families import decoder_layers
 from iobs.prune.driver import prunable_linears, prune_model
 from iobs.prune.save import save_pruned_model
 from iobs.prune.sparsity import SparsitySpec, check_nm_fits
-from iobs.provenance import atomic_write_json, write_provenance
+from iobs.provenance import atomic_write_json, remove_path, temporary_sibling, write_provenance
 
 JOB_NAME = "iobs prune"
 METRICS_FILE = "metrics.json"
@@ -64,12 +65,11 @@ def staging_folder(out: Path, wanted: bool):
     if not wanted:
         yield None
         return
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".rounds.tmp"))
+    staging = temporary_sibling(out, ".rounds.tmp", directory=True)
     try:
         yield staging
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        remove_path(staging)
 
 
 def check_nm_applies(model, spec: SparsitySpec) -> None:
@@ -107,7 +107,8 @@ def run_iobs(model, tokenizer, sampler: CalibrationSampler, spec: SparsitySpec, 
 
             # the last round's sparse model is the result: no gradient step after it
             result = run_round(model, batch, r, variant("iobs"), solver=args.solver, sparsity=spec.label, steps=steps,
-                               solver_options=solver_options(args), **history.as_kwargs(), seed=args.seed, take_steps=r < args.rounds, on_sparse=save_round,
+                               solver_options=solver_options(args), **history.as_kwargs(), seed=args.seed,
+                               take_steps=r < args.rounds, on_sparse=save_round,
                                progress=not args.no_progress, device=device)
             history = history.after(result)
             per_round.append({"round": r, "projection": result.projection.to_dict(), "step_losses": result.step_losses,
@@ -131,22 +132,47 @@ def prune_command(args: argparse.Namespace, argv: list[str]) -> dict:
     start = time.perf_counter()
     spec = SparsitySpec.parse(args.sparsity)
     out = Path(args.out).expanduser()
-    check_output_dir(out, args.overwrite)
+    check_writable(out, "--out", folder=True)
     source = resolve_source(args.calibration, "calibration", "--calibration")
     device = pick_device(args.device)
-    model, tokenizer = load_model_and_tokenizer(args.model, args.tokenizer, args.dtype, "cpu")
-    check_seqlen(args.seqlen, model)
-    check_nm_applies(model, spec)
-    sampler = CalibrationSampler(source, tokenizer, args.samples, args.seqlen, args.seed, model.config.vocab_size)
-    run = run_iobs if args.method == "iobs" else run_oneshot
-    metrics = run(model, tokenizer, sampler, spec, args, device, out)
-    metrics["calibration"] = sampler.describe()
-    metrics["model"] = model_location(args.model)
-    atomic_write_json(out / METRICS_FILE, metrics)
-    params = {k: v for k, v in vars(args).items() if k not in ("command", "no_progress", "verbose")}
-    write_provenance(out / PROVENANCE_FILE, job=JOB_NAME, params=params, seed=args.seed,
-                     wall_seconds=time.perf_counter() - start,
-                     extra={"command": ["iobs", *argv], "calibration": sampler.describe(), "device": str(device),
-                            "pruning": {k: metrics[k] for k in ("method", "sparsity", "total_sparsity")}},
-                     inputs=[model_location(args.model), source.get("path") or source["kind"]], outputs=[str(out)])
+    with exclusive_output(out):
+        check_output_dir(out, args.overwrite)
+        model, tokenizer = load_model_and_tokenizer(args.model, args.tokenizer, args.dtype, "cpu")
+        check_seqlen(args.seqlen, model)
+        check_nm_applies(model, spec)
+        sampler = CalibrationSampler(source, tokenizer, args.samples, args.seqlen, args.seed,
+                                     model.config.vocab_size)
+        run = run_iobs if args.method == "iobs" else run_oneshot
+        metrics = run(model, tokenizer, sampler, spec, args, device, out)
+        metrics["calibration"] = sampler.describe()
+        metrics["model"] = model_location(args.model)
+        atomic_write_json(out / METRICS_FILE, metrics)
+        params = {k: v for k, v in vars(args).items() if k not in ("command", "no_progress", "verbose")}
+        seconds = time.perf_counter() - start
+        write_provenance(out / PROVENANCE_FILE, job=JOB_NAME, params=params, seed=args.seed, wall_seconds=seconds,
+                         extra={"command": ["iobs", *argv], "calibration": sampler.describe(), "device": str(device),
+                                "pruning": {k: metrics[k] for k in ("method", "sparsity", "total_sparsity")}},
+                         inputs=[model_location(args.model), source.get("path") or source["kind"]],
+                         outputs=[str(out)])
+    print(summary_line(args, metrics, out, seconds))
     return metrics
+
+
+def reconstruction_loss(report: dict) -> float:
+    """The solver's layer-wise reconstruction loss summed over every pruned Linear of a PruneReport dict."""
+    return sum(linear["loss"] for linear in report["linears"])
+
+
+def summary_line(args: argparse.Namespace, metrics: dict, out: Path, seconds: float) -> str:
+    """'iobs: pruned MODEL with METHOD to 50.0% -> DIR/ (reconstruction loss 1.2e-03, 41 s)'."""
+    method = args.method if args.method != "iobs" else f"iobs ({args.rounds} rounds of {args.solver})"
+    if args.method == "iobs":
+        last = metrics["rounds"][-1]["projection"]
+        losses = [loss for r in metrics["rounds"] for loss in r["step_losses"]]
+        loss = f"reconstruction loss {reconstruction_loss(last):.3g} in round {args.rounds}" + \
+            (f", last calibration loss {losses[-1]:.4g}" if losses else "")
+    else:
+        loss = f"reconstruction loss {reconstruction_loss(metrics):.3g}"
+    target = "" if ":" not in metrics["sparsity"] else f" ({metrics['sparsity']})"
+    return (f"iobs: pruned {args.model} with {method} to {100 * metrics['total_sparsity']:.1f}%{target} -> "
+            f"{out}/ ({loss}, {seconds:.0f} s)")

@@ -33,7 +33,7 @@ def evaluate_model(ctx: JobContext) -> dict:
     results = []
     for path, names in zip(streams, p["streams"]):
         windows = eval_windows(load_stream(path), int(p.get("seqlen", 256)), p.get("max_windows"))
-        result = perplexity(model, windows, int(p.get("batch_size", 8)), ctx.device)
+        result = perplexity(model, windows, int(p.get("batch_size", 8)), ctx.device, label=str(source))
         results.append({**names, **result})
     record = {"labels": p.get("labels", {}), "model": str(source), "dtype": p.get("dtype", "float32"),
               "results": results}

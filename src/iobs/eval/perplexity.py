@@ -9,12 +9,25 @@ in float64, so half-precision models are scored without overflow in the mean.
 from __future__ import annotations
 
 import math
+import sys
 import time
 
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
-from iobs.errors import DataError
+from iobs.errors import DataError, IobsError
+
+
+class NonFinitePerplexity(IobsError):
+    """The model's loss on the evaluation text is nan or inf: its weights are broken (a diverged step, an overflow
+    in half precision), and a nan in a results table would pass for a number."""
+
+
+def model_label(model) -> str:
+    """Where the model came from (config._name_or_path), for messages; its class name if unknown."""
+    config = getattr(model, "config", None)
+    return getattr(config, "_name_or_path", None) or getattr(config, "name_or_path", None) or type(model).__name__
 
 
 def _max_positions(model) -> int | None:
@@ -33,12 +46,14 @@ def window_nll(model, windows: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def perplexity(model, windows: torch.Tensor, batch_size: int = 8, device: str | torch.device | None = None) -> dict:
+def perplexity(model, windows: torch.Tensor, batch_size: int = 8, device: str | torch.device | None = None, *,
+               progress: bool = False, label: str | None = None) -> dict:
     """Perplexity of a causal LM on Tensor[W, L] int64 windows (see eval_windows).
 
     model: called as model(input_ids=..., use_cache=False) and must return an object with .logits [B, L, V].
     Returns dict(perplexity, nll = mean NLL per predicted token in nats, tokens = W x (L - 1), windows, seqlen,
-    seconds).
+    seconds). progress: a tqdm bar over the windows on stderr. A nan or inf result raises NonFinitePerplexity,
+    naming the model by `label` (default: its config's name_or_path).
     """
     if windows.dim() != 2 or windows.shape[1] < 2 or windows.shape[0] < 1:
         raise DataError(f"evaluation windows must be [windows >= 1, seqlen >= 2], got {tuple(windows.shape)}")
@@ -55,17 +70,24 @@ def perplexity(model, windows: torch.Tensor, batch_size: int = 8, device: str | 
         model.eval()
     start = time.perf_counter()
     total = 0.0
+    bar = tqdm(total=windows.shape[0], desc="perplexity", unit="window", disable=not progress, file=sys.stderr)
     try:
         for first in range(0, windows.shape[0], batch_size):
             batch = windows[first:first + batch_size].to(device)
             total += float(window_nll(model, batch).sum())
+            bar.update(batch.shape[0])
     finally:
+        bar.close()
         if was_training:
             model.train()
     tokens = windows.shape[0] * (windows.shape[1] - 1)
     mean_nll = total / tokens
+    if not mean_nll <= 709:  # nan, inf, or beyond exp's float range (no real model is that wrong)
+        raise NonFinitePerplexity(f"perplexity of {label or model_label(model)} is not finite (mean NLL {mean_nll} "
+                                  f"over {windows.shape[0]} windows): its weights hold nan/inf or overflow in "
+                                  "this dtype; re-run the pruning (e.g. with a lower learning rate) or evaluate in float32")
     return {
-        "perplexity": math.inf if mean_nll > 709 else math.exp(mean_nll),  # NaN stays NaN
+        "perplexity": math.exp(mean_nll),
         "nll": mean_nll,
         "tokens": tokens,
         "windows": int(windows.shape[0]),

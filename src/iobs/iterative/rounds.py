@@ -19,16 +19,19 @@ The controls differ only in their Schedule, so they use the same batches, optimi
 from __future__ import annotations
 
 import copy
+import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from iobs.errors import ConfigError
 from iobs.iterative.dynamics import changed_fraction, regrowth
-from iobs.iterative.steps import StepConfig, gradient_steps
+from iobs.iterative.steps import StepConfig, gradient_steps, micro_batches_per_step
 from iobs.prune.driver import PruneReport, prune_model
 
 
@@ -91,6 +94,28 @@ def current_masks(model: nn.Module, names) -> dict[str, torch.Tensor]:
     """Where the named Linears' weights are nonzero: {name: bool [out, in]} on the CPU."""
     modules = dict(model.named_modules())
     return {name: (modules[name].weight != 0).detach().cpu() for name in names}
+
+
+@contextmanager
+def step_progress(sequences: int, steps: StepConfig, round_index: int, progress: bool):
+    """A tqdm bar (stderr) over the micro-batches of a round's gradient steps; yields the keyword arguments of
+    gradient_steps that move it (none without progress)."""
+    if not progress:
+        yield {}
+        return
+    per_step = micro_batches_per_step(sequences, steps)
+    bar = tqdm(total=steps.steps * per_step, desc=f"round {round_index} gradient steps", unit="micro-batch",
+               file=sys.stderr)
+
+    def on_micro_batch(loss_so_far: float) -> None:
+        bar.update()
+        if bar.n % per_step == 0:  # a step is complete: its loss is the full-batch loss
+            bar.set_postfix(loss=f"{loss_so_far:.4g}", refresh=False)
+
+    try:
+        yield {"on_micro_batch": on_micro_batch}
+    finally:
+        bar.close()
 
 
 def run_round(state: nn.Module, batch: torch.Tensor, round_index: int, schedule: Schedule, *, solver: str,
@@ -169,8 +194,10 @@ def run_round(state: nn.Module, batch: torch.Tensor, round_index: int, schedule:
         home = next(state.parameters()).device
         if device is not None and torch.device(device) != home:
             state.to(device)  # the steps need every layer on the compute device (the projection moved one at a time)
-        losses = gradient_steps(state, batch, replace(steps, masked=masked), masks=masks if masked else None,
-                                seed=seed + round_index)
+        step_config = replace(steps, masked=masked)
+        with step_progress(batch.shape[0], step_config, round_index, progress) as progress_kwargs:
+            losses = gradient_steps(state, batch, step_config, masks=masks if masked else None,
+                                    seed=seed + round_index, **progress_kwargs)
         state.to(home)
     timings["steps"] = time.perf_counter() - t0
     return RoundResult(masks=masks, support=support, state=state, step_losses=losses,

@@ -12,6 +12,7 @@ import functools
 import math
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.utils.checkpoint
@@ -127,8 +128,11 @@ def checkpointed_layers(layers: nn.ModuleList):
                 layer.forward = own
 
 
-def _accumulate_gradients(model: nn.Module, input_ids: torch.Tensor, micro_batch: int, device) -> float:
+def _accumulate_gradients(model: nn.Module, input_ids: torch.Tensor, micro_batch: int, device,
+                          on_micro_batch: Callable[[float], None] | None = None) -> float:
     """Backward the full-batch mean loss over input_ids [N, L] in micro-batches; returns that loss.
+
+    on_micro_batch(loss so far) is called after each micro-batch's backward (for a progress bar).
 
     The model's loss is a mean over a micro-batch's tokens; all sequences have L tokens, so weighting each
     micro-batch by its share of the sequences gives the full-batch mean even when the last one is shorter.
@@ -140,11 +144,19 @@ def _accumulate_gradients(model: nn.Module, input_ids: torch.Tensor, micro_batch
         loss = model(input_ids=ids, labels=ids, use_cache=False).loss * (ids.shape[0] / n_seq)
         loss.backward()
         total += loss.item()
+        if on_micro_batch is not None:
+            on_micro_batch(total)
     return total
 
 
+def micro_batches_per_step(sequences: int, config: StepConfig) -> int:
+    """How many times gradient_steps calls on_micro_batch per step (the length of a progress bar)."""
+    return -(-sequences // config.micro_batch)
+
+
 def gradient_steps(model: nn.Module, input_ids: torch.Tensor, config: StepConfig,
-                   masks: dict[str, torch.Tensor] | None = None, seed: int = 0) -> list[float]:
+                   masks: dict[str, torch.Tensor] | None = None, seed: int = 0,
+                   on_micro_batch: Callable[[float], None] | None = None) -> list[float]:
     """Take config.steps full-batch gradient steps on input_ids [N, L] (int64); returns the loss before each step.
 
     Every step uses the whole batch (accumulated over micro-batches, each weighted by its share of the
@@ -153,6 +165,8 @@ def gradient_steps(model: nn.Module, input_ids: torch.Tensor, config: StepConfig
     weights get zero gradient and are re-zeroed after each step. Only trainable_parameters change. Low-precision
     (bfloat16/float16) weights are stepped through float32 master copies (float32_masters). The model runs in eval
     mode (no dropout); `seed` seeds a forked RNG, so the caller's global RNG is left as it was.
+    on_micro_batch(loss of the step so far) follows every micro-batch (see micro_batches_per_step), e.g. to move a
+    progress bar: one step over a paper-scale batch takes minutes.
 
     Memory plan: config.gradient_checkpointing recomputes each decoder layer in the backward pass
     (checkpointed_layers); config.offload_optimizer keeps the masters, their gradients and the optimizer state on
@@ -192,7 +206,7 @@ def gradient_steps(model: nn.Module, input_ids: torch.Tensor, config: StepConfig
             for _ in range(config.steps):
                 for p in params:
                     p.grad = None
-                step_loss = _accumulate_gradients(model, input_ids, config.micro_batch, device)
+                step_loss = _accumulate_gradients(model, input_ids, config.micro_batch, device, on_micro_batch)
                 if not math.isfinite(step_loss):
                     raise IobsError(f"calibration loss became {step_loss} during gradient steps: "
                                     "lower the learning rate")

@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 
 from iobs.data.sources import hub_offline
 from iobs.errors import DataError
@@ -70,6 +71,40 @@ def _hub_errors() -> tuple[type[Exception], ...]:
     return tuple(errors)
 
 
+def _damaged_safetensors(folder: Path) -> Path | None:
+    """The first *.safetensors file in `folder` whose header safetensors cannot read."""
+    from safetensors import safe_open
+
+    for path in sorted(folder.glob("*.safetensors")):
+        try:
+            with safe_open(str(path), framework="pt"):
+                pass
+        except (SafetensorError, OSError):
+            return path
+    return None
+
+
+def _corrupt_weights(source: str, local: bool, err: Exception) -> DataError:
+    """One line for weights that safetensors cannot read: an interrupted download or copy, a full disk."""
+    folder = Path(source) if local else _hub_snapshot(source)
+    damaged = _damaged_safetensors(folder) if folder is not None else None
+    what = str(damaged) if damaged else f"a weights file of model {source}"
+    fix = "re-save or re-copy the model" if local else "delete it from the Hugging Face cache and re-download"
+    reason = str(err).splitlines()[0][:120] if str(err) else type(err).__name__
+    return DataError(f"{what} is truncated or corrupt ({reason}): {fix}")
+
+
+def _hub_snapshot(repo_id: str) -> Path | None:
+    """The HF cache folder of a hub model's files, if its config is cached."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(repo_id, "config.json")
+    except Exception:  # an id the hub library rejects: nothing to point at
+        return None
+    return Path(cached).parent if isinstance(cached, str) else None
+
+
 def load_model(name_or_path: str | Path, dtype: str | torch.dtype = "float32", device: str | torch.device = "cpu",
                key: str | None = None):
     """AutoModelForCausalLM in eval mode on `device`; `key` = the config key that named it (for messages)."""
@@ -79,6 +114,8 @@ def load_model(name_or_path: str | Path, dtype: str | torch.dtype = "float32", d
     try:
         model = AutoModelForCausalLM.from_pretrained(source, dtype=parse_dtype(dtype),
                                                      local_files_only=local or hub_offline())
+    except SafetensorError as err:
+        raise _corrupt_weights(source, local, err) from None
     except _hub_errors() as err:
         if local:  # a directory that is not a model: say so, not "hub"
             raise DataError(f"{source} is not a loadable model directory ({type(err).__name__}: "

@@ -6,16 +6,13 @@ leaves a complete-looking directory. Masks are packed 8 per byte: a 7B model's m
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from iobs.errors import DataError
-from iobs.provenance import atomic_path
+from iobs.provenance import atomic_directory, atomic_path
 
 MASKS_FORMAT = "iobs-masks-packbits-v1"
 MASKS_FILENAME = "masks.pt"
@@ -102,22 +99,10 @@ def save_pruned_model(model: nn.Module, directory: str | Path, *, masks: dict[st
     Reload with AutoModelForCausalLM.from_pretrained(directory): zeros and logits are preserved exactly.
     """
     directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.", suffix=".tmp"))
-    try:
+    with atomic_directory(directory) as staging:
         model.save_pretrained(staging)  # transformers 5 always writes safetensors
         if tokenizer is not None:
             tokenizer.save_pretrained(staging)
         if masks is not None:
             save_masks(masks, staging / MASKS_FILENAME)
-        if directory.exists():  # a directory cannot be os.replace'd over a non-empty one: swap via a trash name
-            trash = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.", suffix=".old"))
-            os.replace(directory, trash / directory.name)
-            os.replace(staging, directory)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.replace(staging, directory)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return directory

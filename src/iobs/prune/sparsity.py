@@ -21,9 +21,15 @@ class SparsitySpecError(ConfigError, ValueError):
     """A sparsity string or number that cannot be a pruning target."""
 
 
+def _fraction_message(value) -> str:
+    # 0 is refused too: a "pruned" model identical to the dense one would pass for a result
+    return (f"sparsity must be a fraction strictly between 0 and 1, got {value!r} (0 prunes nothing, 1 everything); "
+            "e.g. 0.5")
+
+
 @dataclass(frozen=True)
 class SparsitySpec:
-    """A per-layer pruning target.
+    """A per-layer pruning target (something is always pruned, never everything).
 
     "0.5" -> unstructured, half of the weights zero. "2:4" -> N:M with n=2 zeros in every m=4 consecutive inputs
     of each output row (fraction n/m).
@@ -42,8 +48,8 @@ class SparsitySpec:
             if self.fraction != self.n / self.m:
                 raise SparsitySpecError(f"fraction {self.fraction} does not match {self.n}:{self.m}; "
                                         f"use SparsitySpec.parse('{self.n}:{self.m}')")
-        elif not (isinstance(self.fraction, (int, float)) and 0.0 <= self.fraction < 1.0):
-            raise SparsitySpecError(f"sparsity must be a fraction in [0, 1), got {self.fraction!r}; e.g. 0.5")
+        elif not (isinstance(self.fraction, (int, float)) and 0.0 < self.fraction < 1.0):
+            raise SparsitySpecError(_fraction_message(self.fraction))
 
     @classmethod
     def parse(cls, text: str | float) -> SparsitySpec:
@@ -56,15 +62,16 @@ class SparsitySpec:
                 raise SparsitySpecError(f"cannot read N:M sparsity {text!r}; write it as two integers like '2:4'")
             n, m = (int(p) for p in parts)
             if not 0 < n < m:
-                raise SparsitySpecError(f"N:M sparsity needs 0 < n < m, got {text!r}; e.g. '2:4'")
+                raise SparsitySpecError(f"N:M sparsity needs 0 < n < m, got {text!r} (n zeros in every m weights; "
+                                        "0 would prune nothing, n = m everything); e.g. '2:4'")
             return cls(fraction=n / m, n=n, m=m)
         try:
             fraction = float(text)
         except ValueError:
             raise SparsitySpecError(f"cannot read sparsity {text!r}; write a fraction like 0.5 or N:M like '2:4'") \
                 from None
-        if not 0.0 <= fraction < 1.0:  # also rejects nan
-            raise SparsitySpecError(f"sparsity must be a fraction in [0, 1), got {text!r}; e.g. 0.5")
+        if not 0.0 < fraction < 1.0:  # also rejects nan
+            raise SparsitySpecError(_fraction_message(text))
         return cls(fraction=fraction)
 
     @property
