@@ -59,15 +59,6 @@ def test_help_and_usage_errors_do_not_import_torch_or_transformers():
     assert module.returncode == 0 and module.stdout.startswith("usage: iobs prune"), module.stderr
 
 
-def test_help_quotes_the_step_defaults_of_stepconfig_itself():
-    from dataclasses import fields
-
-    from iobs.cli.parser import STEP_DEFAULTS
-    from iobs.iterative.steps import StepConfig
-
-    assert STEP_DEFAULTS == {f.name: f.default for f in fields(StepConfig)}
-
-
 def test_prune_and_eval_show_progress_unless_told_not_to_and_end_with_a_summary(workspace, tmp_path, capsys):
     out = tmp_path / "iobs"
     args = [a for a in prune_args(workspace / "opt", out, "iobs", "0.5", workspace / "corpus.txt", "--rounds", 2,

@@ -7,11 +7,11 @@ every one-line usage error would otherwise wait seconds for them.
 from __future__ import annotations
 
 import argparse
-import ast
-import importlib.util
 import math
+from dataclasses import fields
 
 from iobs.errors import IobsError
+from iobs.iterative.step_config import StepConfig
 
 ONESHOT_METHODS = ("sparsegpt", "obc", "wanda", "magnitude")
 METHODS = (*ONESHOT_METHODS, "iobs")
@@ -20,18 +20,7 @@ DTYPES = ("float32", "bfloat16", "float16")
 DEFAULT_ROUNDS = 3  # "I-OBS(3)", the round the paper's tables report
 
 
-def dataclass_defaults(module: str, name: str) -> dict:
-    """The literal field defaults of dataclass `name` in `module`, read from its source without importing it.
-
-    The help texts quote StepConfig's defaults; importing iobs.iterative.steps would load torch just for them.
-    """
-    tree = ast.parse(open(importlib.util.find_spec(module).origin, encoding="utf-8").read())
-    body = next(node.body for node in tree.body if isinstance(node, ast.ClassDef) and node.name == name)
-    return {node.target.id: ast.literal_eval(node.value) for node in body
-            if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.value is not None}
-
-
-STEP_DEFAULTS = dataclass_defaults("iobs.iterative.steps", "StepConfig")  # tested equal to fields(StepConfig)
+STEP_DEFAULTS = {f.name: f.default for f in fields(StepConfig)}
 
 SOURCE_HELP = ("c4[:SPLIT] or wikitext2[:SPLIT] (Hugging Face hub), or a local .txt / WikiText .raw / C4-style "
                ".jsonl(.gz) file, or a folder of those (FOLDER:SPLIT picks wiki.SPLIT.raw or SPLIT.txt)")

@@ -11,34 +11,15 @@ from __future__ import annotations
 import functools
 import math
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
 from typing import Callable
 
 import torch
 import torch.utils.checkpoint
 from torch import nn
 
-from iobs.errors import ConfigError, IobsError
+from iobs.errors import IobsError
+from iobs.iterative.step_config import StepConfig  # noqa: F401  (re-exported: callers import it from here)
 from iobs.models.families import decoder_layers
-
-
-@dataclass(frozen=True)
-class StepConfig:
-    optimizer: str = "adam"  # "adam" (the DAG default, chosen on validation) or "sgd" (plain, no momentum)
-    lr: float = 3e-4  # with the DAG default optimizer adam, chosen on validation (README, "I-OBS step defaults")
-    steps: int = 10
-    micro_batch: int = 8  # sequences per forward/backward; gradients of a step are averaged over the whole batch
-    masked: bool = False  # True: pruned weights stay zero (gradient and weight masked)
-    max_grad_norm: float | None = 1.0  # clip the global gradient norm (None = no clipping)
-    # Memory plan (README "Memory and time per model"); neither changes the result beyond float rounding.
-    gradient_checkpointing: bool = False  # keep only each decoder layer's inputs; recompute the layer in backward
-    offload_optimizer: bool = False  # float32 masters, their gradients and the optimizer state in host memory
-
-    def __post_init__(self):
-        if self.optimizer not in ("sgd", "adam"):
-            raise ConfigError(f"unknown optimizer '{self.optimizer}' (choose 'sgd' or 'adam')")
-        if self.steps < 0 or self.lr < 0 or self.micro_batch < 1:
-            raise ConfigError("gradient steps need steps >= 0, lr >= 0 and micro_batch >= 1")
 
 
 def trainable_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
