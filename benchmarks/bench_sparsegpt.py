@@ -31,7 +31,8 @@ import torch
 from iobs.models.families import TinyDims, build_tiny_model
 from iobs.prune.driver import prune_model
 from iobs.prune.solvers import solve
-from iobs.provenance import atomic_write_json, package_versions
+from iobs.atomic import atomic_write_json
+from iobs.provenance import package_versions
 
 
 def sparsegpt_flops(rows: int, cols: int) -> float:

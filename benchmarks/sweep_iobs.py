@@ -41,7 +41,7 @@ from iobs.eval.perplexity import perplexity
 from iobs.iterative.rounds import History, run_round, variant
 from iobs.iterative.steps import StepConfig
 from iobs.models.load import load_model, quiet_progress_bars
-from iobs.provenance import atomic_write_text
+from iobs.atomic import atomic_write_text
 
 DEFAULT_SETTINGS = ["sgd:0.005:10", "sgd:0.005:20", "sgd:0.02:10", "sgd:0.02:20", "sgd:0.05:10", "sgd:0.05:20",
                     "adam:1e-4:20", "adam:3e-4:20"]

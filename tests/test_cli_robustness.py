@@ -117,7 +117,7 @@ def test_every_artifact_follows_the_umask(umask, file_mode, dir_mode, workspace,
 
 
 def test_the_atomic_writers_follow_the_umask(tmp_path):
-    from iobs.provenance import atomic_directory, atomic_write_text
+    from iobs.atomic import atomic_directory, atomic_write_text
 
     previous = os.umask(0o002)
     try:

@@ -3,8 +3,6 @@
 import gzip
 import hashlib
 import json
-import os
-from pathlib import Path
 
 import pytest
 

@@ -9,7 +9,7 @@ import pandas as pd
 
 from iobs.errors import DataError
 from iobs.jobs import JobContext
-from iobs.provenance import atomic_write_text
+from iobs.atomic import atomic_write_text
 
 PRUNING_COLUMNS = ["model", "method", "sparsity", "round", "eval_set", "split", "perplexity", "seconds",
                    "eval_tokens", "eval_seconds"]

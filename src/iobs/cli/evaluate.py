@@ -14,7 +14,8 @@ from iobs.cli.outputs import check_writable
 from iobs.errors import IobsError
 from iobs.eval.perplexity import perplexity
 from iobs.models.families import decoder_layers
-from iobs.provenance import atomic_write_json, build_record
+from iobs.atomic import atomic_write_json
+from iobs.provenance import build_record
 
 JOB_NAME = "iobs eval"
 

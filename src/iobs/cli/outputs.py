@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Iterator
 
 from iobs.errors import IobsError
-from iobs.provenance import remove_path, stale_temporaries, temporary_sibling
+from iobs.atomic import remove_path, stale_temporaries, temporary_sibling
 
 
 def _nearest_existing(path: Path) -> Path:

@@ -34,7 +34,8 @@ from iobs.models.families import decoder_layers
 from iobs.prune.driver import prunable_linears, prune_model
 from iobs.prune.save import save_pruned_model
 from iobs.prune.sparsity import SparsitySpec, check_nm_fits
-from iobs.provenance import atomic_write_json, remove_path, temporary_sibling, write_provenance
+from iobs.atomic import atomic_write_json, remove_path, temporary_sibling
+from iobs.provenance import write_provenance
 
 JOB_NAME = "iobs prune"
 METRICS_FILE = "metrics.json"

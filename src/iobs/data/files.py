@@ -1,22 +1,13 @@
-"""Atomic writers for tensors and directories, and a checked tensor reader.
-
-Same rule as iobs.provenance: write to a temporary sibling and rename, so an interrupted job never leaves a
-complete-looking artifact behind.
-"""
+"""An atomic tensor writer and a checked tensor reader (the atomic rule itself lives in iobs.atomic)."""
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import torch
 
+from iobs.atomic import atomic_path
 from iobs.errors import DataError
-from iobs.provenance import atomic_path
 
 
 def atomic_save_tensor(path: str | Path, tensor: torch.Tensor) -> None:
@@ -39,19 +30,3 @@ def load_tensor(path: str | Path, what: str = "tensor") -> torch.Tensor:
         raise DataError(f"{what} file {path} holds a {type(value).__name__}, not a tensor: "
                         "rerun the step that makes it")
     return value
-
-
-@contextmanager
-def atomic_directory(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary sibling directory to fill; on success it replaces `path`, on failure it is removed."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
-    try:
-        yield tmp
-        if path.exists():
-            shutil.rmtree(path) if path.is_dir() else path.unlink()
-        os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise

@@ -16,7 +16,7 @@ from iobs.data.tokenizer import DEFAULT_VOCAB_SIZE, limit_tokenizer_threads, sav
 from iobs.data.windows import calibration_batch, document_windows, round_seed
 from iobs.errors import DataError
 from iobs.jobs import JobContext
-from iobs.provenance import atomic_write_json, atomic_write_text
+from iobs.atomic import atomic_write_json, atomic_write_text
 
 
 def corpus(ctx: JobContext) -> dict:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from iobs.data.files import atomic_directory
+from iobs.atomic import atomic_directory
 from iobs.errors import DataError
 
 END_OF_TEXT = "<|endoftext|>"

@@ -8,7 +8,7 @@ from iobs.errors import DataError
 from iobs.eval.perplexity import perplexity
 from iobs.jobs import JobContext
 from iobs.models.load import load_model, quiet_progress_bars
-from iobs.provenance import atomic_write_json
+from iobs.atomic import atomic_write_json
 
 
 def evaluate_model(ctx: JobContext) -> dict:

@@ -11,7 +11,7 @@ from iobs.errors import DataError
 from iobs.eval.mmlu import MmluSettings, evaluate_mmlu, require_lm_eval
 from iobs.jobs import JobContext
 from iobs.models.load import load_model, load_tokenizer, quiet_progress_bars
-from iobs.provenance import atomic_write_json, atomic_write_text
+from iobs.atomic import atomic_write_json, atomic_write_text
 
 MMLU_COLUMNS = ["model", "method", "sparsity", "round", "kind", "task", "acc", "acc_stderr", "n"]
 

@@ -10,7 +10,7 @@ from iobs.iterative.steps import StepConfig
 from iobs.jobs import JobContext
 from iobs.models.load import load_model, load_tokenizer
 from iobs.prune.save import load_masks_and_support, save_masks, save_pruned_model
-from iobs.provenance import atomic_write_json
+from iobs.atomic import atomic_write_json
 
 log = logging.getLogger(__name__)
 

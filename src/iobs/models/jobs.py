@@ -8,7 +8,7 @@ from iobs.data.streams import load_stream
 from iobs.jobs import JobContext
 from iobs.models.load import load_tokenizer, quiet_progress_bars
 from iobs.models.pretrain import TrainSettings, dims_for, pretrain, save_model_dir
-from iobs.provenance import atomic_write_json
+from iobs.atomic import atomic_write_json
 
 _SETTINGS = {f.name for f in fields(TrainSettings)}
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from iobs.data.files import atomic_directory
+from iobs.atomic import atomic_directory
 from iobs.data.windows import eval_windows
 from iobs.errors import IobsError
 from iobs.eval.perplexity import perplexity

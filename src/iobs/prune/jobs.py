@@ -9,7 +9,7 @@ from iobs.jobs import JobContext
 from iobs.models.load import load_model, load_tokenizer
 from iobs.prune.driver import prune_model
 from iobs.prune.save import save_pruned_model
-from iobs.provenance import atomic_write_json
+from iobs.atomic import atomic_write_json
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from iobs.errors import DataError
-from iobs.provenance import atomic_directory, atomic_path
+from iobs.atomic import atomic_directory, atomic_path
 
 MASKS_FORMAT = "iobs-masks-packbits-v1"
 MASKS_FILENAME = "masks.pt"

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from iobs.paper import paper_setting, synthetic_iterations, synthetic_value
-from iobs.provenance import atomic_write_text
+from iobs.atomic import atomic_write_text
 from iobs.recovery.trajectories import RunRecord, load_trajectory
 
 ALGORITHM_ORDER = {"kiht": 0, "topk_iobs": 1, "iobs": 2}

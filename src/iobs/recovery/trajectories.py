@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from iobs.errors import DataError
-from iobs.provenance import atomic_path
+from iobs.atomic import atomic_path
 
 ARRAYS = ("loss", "dist", "w_final", "w_star", "k")
 
