@@ -98,3 +98,16 @@ def model_type_of(source) -> str | None:
     from transformers import AutoConfig
 
     return AutoConfig.from_pretrained(str(source)).model_type
+
+
+def job_bos_policy(setting: str, model_type_source, load_tokenizer, key: str = "bos") -> BosPolicy:
+    """resolve_bos for a DAG job: "never" needs neither the tokenizer nor the model's config, so neither is loaded.
+
+    model_type_source: a model, its config, a folder or hub id (see model_type_of), or None (a tokenizer made
+    here, shared by the tiny models: no reference family); load_tokenizer() -> the tokenizer.
+    """
+    check_setting(setting, key)
+    if setting == "never":
+        return resolve_bos(setting, None, None, key)
+    model_type = model_type_of(model_type_source) if model_type_source is not None else None
+    return resolve_bos(setting, model_type, load_tokenizer(), key)
