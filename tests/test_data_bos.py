@@ -214,3 +214,9 @@ def test_a_bos_window_does_not_depend_on_where_the_text_starts(tiny_phi, adds):
             else:
                 assert not torch.equal(whole[k], opening[0])
                 assert float(nll_mid) != pytest.approx(float(nll_open), rel=1e-3)
+
+
+def test_an_unreadable_model_config_under_auto_is_one_line(tmp_path, adds):
+    with pytest.raises(DataError, match=r"models.m.bos auto needs the model type of .*: give a local path, or set "
+                                        r"models.m.bos always or never$"):
+        job_bos_policy("auto", str(tmp_path), lambda: adds, key="models.m.bos")

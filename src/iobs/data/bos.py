@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from iobs.errors import ConfigError
+from iobs.errors import ConfigError, DataError
 
 SETTINGS = ("auto", "always", "never")
 # transformers model_type of the families whose published pruning numbers use BOS-free windows (Llama-2's
@@ -90,14 +90,18 @@ def resolve_bos(setting: str, model_type: str | None, tokenizer, key: str = "bos
     return BosPolicy(False, None, setting, f"tokenizer {name} {why}")
 
 
-def model_type_of(source) -> str | None:
+def model_type_of(source, key: str = "bos") -> str | None:
     """config.model_type of a loaded model, a config, or a model folder / hub id (reads config.json only)."""
     config = getattr(source, "config", source)
     if hasattr(config, "model_type"):
         return config.model_type
     from transformers import AutoConfig
 
-    return AutoConfig.from_pretrained(str(source)).model_type
+    try:
+        return AutoConfig.from_pretrained(str(source)).model_type
+    except (OSError, ValueError) as err:  # offline without a cached copy, no config.json, an unknown model type
+        raise DataError(f"{key} auto needs the model type of {source}, whose config cannot be read "
+                        f"({type(err).__name__}): give a local path, or set {key} always or never") from None
 
 
 def job_bos_policy(setting: str, model_type_source, load_tokenizer, key: str = "bos") -> BosPolicy:
@@ -109,5 +113,5 @@ def job_bos_policy(setting: str, model_type_source, load_tokenizer, key: str = "
     check_setting(setting, key)
     if setting == "never":
         return resolve_bos(setting, None, None, key)
-    model_type = model_type_of(model_type_source) if model_type_source is not None else None
+    model_type = model_type_of(model_type_source, key) if model_type_source is not None else None
     return resolve_bos(setting, model_type, load_tokenizer(), key)
