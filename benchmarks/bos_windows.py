@@ -7,7 +7,8 @@ Policies: never (the reference windows: the text tokenized once, cut into window
 has the BOS a tokenizer adds at the start), always (every window is BOS + seqlen - 1 text tokens). Rows: opening (the
 text's first --plain-tokens tokens as one window, and as windows of --seqlen, beside plain = exp of the model's mean
 loss on tokenizer(text) cut to those tokens, one sequence), spread (--windows windows spread over the whole text), mid
-(--windows consecutive windows from the middle of the text).
+(--windows consecutive windows from the middle of the text), mid_same_targets (the mid reference windows, and the
+same with their first, unscored, token replaced by BOS: the same tokens are scored in both).
 
 --tiny: a Phi of hidden 64 trained for --steps steps of 8 BOS-prefixed windows of 128 tokens on --train-text (the
 tokenizer: the project's byte-level BPE trained on it, with a post-processor that prepends <|endoftext|> as BOS),
@@ -71,7 +72,7 @@ def plain_perplexity(model, ids: list[int]) -> float:
 
 
 def measure(model, tokenizer, text: str, seqlen: int, windows: int, plain_tokens: int) -> dict:
-    """{opening: {never, always, plain}, spread: {never, always}, mid: {never, always}} perplexities."""
+    """{opening, spread, mid, mid_same_targets}: perplexities under each policy (see the module docstring)."""
     bos_id = tokenizer.bos_token_id
     stream = tokenize_text(tokenizer, text)
     opening = stream[:plain_tokens]  # = tokenizer(text)["input_ids"][:plain_tokens] (tokenize_text)
@@ -84,6 +85,12 @@ def measure(model, tokenizer, text: str, seqlen: int, windows: int, plain_tokens
             model, eval_windows(opening, seqlen, None, policy_bos))["perplexity"]
         rows["spread"][name] = perplexity(model, eval_windows(stream, seqlen, windows, policy_bos))["perplexity"]
         rows["mid"][name] = perplexity(model, eval_windows(middle, seqlen, None, policy_bos)[:windows])["perplexity"]
+    # the same scored tokens either way: the mid reference windows, and those with their unscored first token
+    # replaced by BOS (the two policies' windows above cover slightly different text)
+    reference = eval_windows(middle, seqlen, None)[:windows]
+    first_bos = torch.cat([torch.full_like(reference[:, :1], bos_id), reference[:, 1:]], dim=1)
+    rows["mid_same_targets"] = {"never": perplexity(model, reference)["perplexity"],
+                                "bos_first": perplexity(model, first_bos)["perplexity"]}
     return rows
 
 
