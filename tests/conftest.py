@@ -73,3 +73,32 @@ def offline_data_errors(script: str, tmp_path) -> tuple[list[str], str]:
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf"))
     out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
     return [line for line in out.stdout.splitlines() if line.startswith("DataError:")], out.stdout + out.stderr
+
+
+WORDS = "the a model layer weight prunes sparse dense hessian block round step loss surgeon brain optimal".split()
+
+
+def word_tokenizer(add_bos: bool, words=WORDS):
+    """A word-level fast tokenizer over `words` and "." with <s> (id 0), </s> (1), <unk> (2); with add_bos it
+    prepends <s> when encoding (a template post-processor, as Llama-2's and Gemma's tokenizers do), without it
+    it adds nothing (as GPT-2's and SmolLM2's do). Decoding joins tokens with spaces, so decode(ids) re-encodes to
+    ids (plus the BOS)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<s>": 0, "</s>": 1, "<unk>": 2, **{w: i + 3 for i, w in enumerate([*words, "."])}}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    backend.decoder = decoders.WordPiece(prefix="##", cleanup=False)
+    if add_bos:
+        backend.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B",
+                                                               special_tokens=[("<s>", 0)])
+    return PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+
+
+def word_text(lines: int = 600, seed: int = 0) -> str:
+    """Sentences of 4-12 random WORDS, one per line."""
+    import random
+
+    rng = random.Random(seed)
+    return "\n".join(" ".join(rng.choice(WORDS) for _ in range(rng.randint(4, 12))) + "." for _ in range(lines))

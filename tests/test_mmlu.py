@@ -264,3 +264,44 @@ def test_rule_env_and_extra_pin_the_same_lm_eval():
     pip = next(d["pip"] for d in env if isinstance(d, dict))
     assert pip == extra
     assert [d for d in env if isinstance(d, str) and d != "pip"] == rules_env
+
+
+# ---- the window policy (iobs.data.bos) in the MMLU path ------------------------------------------------------------
+
+@needs_lm_eval
+def test_the_record_says_whether_requests_began_with_bos(job_record):
+    # the project's BPE prepends nothing, so under auto lm-eval's requests begin without BOS
+    assert job_record["bos"] == {"setting": "auto", "add_bos_token": None, "tokenizer_adds_bos": False,
+                                 "label": "none"}
+
+
+def test_bos_settings_map_to_lm_evals_add_bos_token():
+    from iobs.eval.mmlu import hflm_add_bos_token
+    from tests.conftest import word_tokenizer
+
+    adds, plain = word_tokenizer(add_bos=True), word_tokenizer(add_bos=False)
+    assert [hflm_add_bos_token(s, adds) for s in ("auto", "always", "never")] == [None, True, False]
+    assert hflm_add_bos_token("auto", plain) is None and hflm_add_bos_token("never", plain) is False
+    with pytest.raises(ConfigError, match="lm-eval cannot begin MMLU requests with BOS .* use models.m.bos auto"):
+        hflm_add_bos_token("always", plain, key="models.m.bos")
+    with pytest.raises(ConfigError, match="not a window policy"):
+        hflm_add_bos_token("sometimes", adds)
+
+
+@needs_lm_eval
+def test_lm_eval_begins_requests_with_bos_exactly_when_the_tokenizer_prepends_it():
+    """What auto relies on: HFLM with add_bos_token=None encodes with the tokenizer's defaults."""
+    from lm_eval.models.huggingface import HFLM
+
+    from tests.conftest import word_tokenizer
+
+    adds, plain = word_tokenizer(add_bos=True), word_tokenizer(add_bos=False)
+    model = build_tiny_model("phi", TinyDims(vocab_size=len(adds), hidden=32, layers=1, heads=2, ffn=64,
+                                             max_positions=64))
+    prompt = "the model prunes a layer ."
+    first = {}
+    for name, tokenizer, add in (("adds", adds, None), ("plain", plain, None), ("adds-never", adds, False)):
+        wrapped = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=1, max_length=64, add_bos_token=add)
+        first[name] = wrapped.tok_encode(prompt)[0]
+    assert first == {"adds": adds.bos_token_id, "plain": adds("the")["input_ids"][1],
+                     "adds-never": adds("the")["input_ids"][1]}

@@ -11,8 +11,10 @@ from iobs.errors import DataError
 from iobs.jobs import JobContext
 from iobs.atomic import atomic_write_text
 
+# bos: the window policy the perplexity was measured under ("bos": every window began with BOS, "none": the
+# reference windows; see iobs.data.bos)
 PRUNING_COLUMNS = ["model", "method", "sparsity", "round", "eval_set", "split", "perplexity", "seconds",
-                   "eval_tokens", "eval_seconds"]
+                   "eval_tokens", "eval_seconds", "bos"]
 
 
 def _read_json(path: str | Path) -> dict:
@@ -53,7 +55,9 @@ def pruning_frame(eval_paths, prune_metric_paths=()) -> pd.DataFrame:
         for result in record["results"]:
             rows.append({**labels, "eval_set": result["eval_set"], "split": result["split"],
                          "perplexity": result["perplexity"], "seconds": seconds.get(key, 0.0),
-                         "eval_tokens": result.get("tokens"), "eval_seconds": result.get("seconds")})
+                         "eval_tokens": result.get("tokens"), "eval_seconds": result.get("seconds"),
+                         # records from before the window policy all used the reference windows
+                         "bos": result.get("bos", "none")})
     frame = pd.DataFrame(rows, columns=PRUNING_COLUMNS)
     return frame.sort_values(["model", "method", "sparsity", "round", "eval_set", "split"], ignore_index=True)
 

@@ -160,15 +160,18 @@ def tokenize_inputs(wildcards):
 
 
 def calibration_inputs(wildcards):
+    tok, setting = calibration_bos(wildcards.tok)
+    local = {"tokenizer": f"{RESULTS}/data/tokenizer"} if tok == LOCAL_TOKENIZER else {}
     if config["calibration"]["mode"] == "documents":
-        return {"tokenizer": f"{RESULTS}/data/tokenizer"} if wildcards.tok == LOCAL_TOKENIZER else {}
-    return {"tokens": stream_path(wildcards.tok, config["calibration"]["source"])}
+        return local
+    tokens = {"tokens": stream_path(tok, config["calibration"]["source"])}
+    return {**tokens, **local} if setting != "never" else tokens  # BOS windows need the tokenizer's BOS id
 
 
 def round_inputs(wildcards):
     r = int(wildcards.round)
     base = f"{RESULTS}/prune/{wildcards.model}/{wildcards.variant}/{wildcards.sparsity}"
-    inputs = {"windows": f"{RESULTS}/calibration/{tokenizer_label(wildcards.model)}/batch{batch_index(r)}.pt"}
+    inputs = {"windows": f"{RESULTS}/calibration/{calibration_label(wildcards.model)}/batch{batch_index(r)}.pt"}
     if r == 1:
         inputs.update(dense_input(wildcards.model))
     else:
@@ -215,3 +218,34 @@ def mmlu_inputs(wildcards):
 def round_state(path):
     """A round's state directory (weights after its gradient steps): temp() unless iterative.keep_states."""
     return path if ITER["keep_states"] else temp(path)
+
+
+# ---- window policy (iobs.data.bos): does every calibration / evaluation window begin with BOS ------------------
+BOS_SUFFIX = "+bos"  # model names cannot contain "+"
+
+
+def bos_setting(model):
+    return MODELS[model].get("bos", "auto")
+
+
+def calibration_label(model):
+    """The {tok} of a model's calibration batches: its tokenizer's label, plus "+bos" for a model made here with
+    bos: always (the local BPE adds no BOS, so auto means none for every model made here and they share batches;
+    an existing model has its own label and the calibration job decides auto from its tokenizer and config)."""
+    tok = tokenizer_label(model)
+    return tok + BOS_SUFFIX if made_here(model) and bos_setting(model) == "always" else tok
+
+
+def calibration_bos(tok):
+    """(tokenizer label, bos setting) of a calibration {tok} wildcard."""
+    if tok.endswith(BOS_SUFFIX):
+        return tok.removesuffix(BOS_SUFFIX), "always"
+    return tok, ("never" if tok == LOCAL_TOKENIZER else bos_setting(tok))
+
+
+def calibration_bos_params(tok):
+    """The calibration job's bos, bos_key and bos_model params for a {tok} wildcard."""
+    base, setting = calibration_bos(tok)
+    if base == LOCAL_TOKENIZER:
+        return {"bos": setting, "bos_key": "models.<name>.bos", "bos_model": None}
+    return {"bos": setting, "bos_key": f"models.{base}.bos", "bos_model": existing_model_source(base)}

@@ -86,7 +86,11 @@ rule calibration:
         round_index=lambda w: int(w.batch),
         source=config["calibration"].get("source"),
         source_key="calibration.source",
-        tokenizer=lambda w: None if w.tok == LOCAL_TOKENIZER else existing_model_source(w.tok),
+        tokenizer=lambda w: None if calibration_bos(w.tok)[0] == LOCAL_TOKENIZER
+                            else existing_model_source(calibration_bos(w.tok)[0]),
+        bos=lambda w: calibration_bos_params(w.tok)["bos"],
+        bos_key=lambda w: calibration_bos_params(w.tok)["bos_key"],
+        bos_model=lambda w: calibration_bos_params(w.tok)["bos_model"],
     log:
         f"{RESULTS}/logs/calibration/{{tok}}/batch{{batch}}.log",
     threads: 1

@@ -20,6 +20,8 @@ rule evaluate:
         batch_size=config["eval"]["batch_size"],
         streams=[dict(eval_set=name, split=split) for name, split, _ in EVAL_STREAMS],
         labels=lambda w: dict(model=w.model, method=w.method, sparsity=w.sparsity, round=int(w.round)),
+        bos=lambda w: bos_setting(w.model),
+        bos_key=lambda w: f"models.{w.model}.bos",
     log:
         f"{RESULTS}/logs/eval/{{model}}/{{method}}/{{sparsity}}/round{{round}}.log",
     threads: 1

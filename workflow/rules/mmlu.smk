@@ -18,6 +18,8 @@ rule mmlu:
         dtype=lambda w: MODELS[w.model]["dtype"],
         settings={k: v for k, v in MMLU.items() if k not in ("enabled", "methods")},
         labels=lambda w: dict(model=w.model, method=w.method, sparsity=w.sparsity, round=int(w.round)),
+        bos=lambda w: bos_setting(w.model),
+        bos_key=lambda w: f"models.{w.model}.bos",
     log:
         f"{RESULTS}/logs/mmlu/{{model}}/{{method}}/{{sparsity}}/round{{round}}.log",
     benchmark:

@@ -9,7 +9,7 @@ SPARSITY = r"0\.\d+|\d+:\d+"
 rule prune_oneshot:
     input:
         unpack(lambda w: dense_input(w.model)),
-        windows=lambda w: f"{RESULTS}/calibration/{tokenizer_label(w.model)}/batch0.pt",
+        windows=lambda w: f"{RESULTS}/calibration/{calibration_label(w.model)}/batch0.pt",
     output:
         model=directory(f"{RESULTS}/prune/{{model}}/{{method}}/{{sparsity}}/round0/model"),
         metrics=f"{RESULTS}/prune/{{model}}/{{method}}/{{sparsity}}/round0/metrics.json",

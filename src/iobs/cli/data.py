@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from iobs.data.bos import NO_BOS, BosPolicy
 from iobs.data.sources import load_documents, load_text
 from iobs.data.streams import tokenize_text
 from iobs.data.windows import calibration_batch, document_windows, eval_windows, round_seed
@@ -128,9 +129,9 @@ class CalibrationSampler:
     """
 
     def __init__(self, spec: dict, tokenizer, samples: int, seqlen: int, seed: int, vocab_size: int,
-                 option: str = "--calibration"):
+                 option: str = "--calibration", bos: BosPolicy = NO_BOS):
         self.spec, self.tokenizer, self.samples, self.seqlen, self.seed = spec, tokenizer, samples, seqlen, seed
-        self.vocab_size = vocab_size
+        self.vocab_size, self.bos = vocab_size, bos
         self.mode = "documents" if spec["kind"] == "c4" else "stream"
         with hub_hint(spec, option):
             if self.mode == "documents":
@@ -150,22 +151,24 @@ class CalibrationSampler:
         """The batch of round `round_index` (0 = the base calibration set): Tensor[samples, seqlen] int64."""
         if self.mode == "documents":
             windows = document_windows(self.documents, self._encode, self.samples, self.seqlen,
-                                       round_seed(self.seed, round_index))
+                                       round_seed(self.seed, round_index), bos_id=self.bos.bos_id)
             check_tokens(windows, self.vocab_size, self.tokenizer.name_or_path)
             return windows
-        return calibration_batch(self.stream, self.samples, self.seqlen, self.seed, round_index)
+        return calibration_batch(self.stream, self.samples, self.seqlen, self.seed, round_index, self.bos.bos_id)
 
     def describe(self) -> dict:
         return {"source": self.spec, "mode": self.mode, "samples": self.samples, "seqlen": self.seqlen,
-                "seed": self.seed}
+                "seed": self.seed, "bos": self.bos.record()}
 
 
 def evaluation_windows(spec: dict, tokenizer, seqlen: int, max_windows: int | None, vocab_size: int,
-                       option: str = "--data") -> torch.Tensor:
-    """Tensor[W, seqlen] int64: non-overlapping windows of the source's text (C4: the first 256 x seqlen tokens)."""
+                       option: str = "--data", bos: BosPolicy = NO_BOS) -> torch.Tensor:
+    """Tensor[W, seqlen] int64: non-overlapping windows of the source's text (C4: the first 256 x seqlen tokens;
+    with BOS per window, 256 x (seqlen - 1) text tokens and the stream's own leading BOS, still 256 windows)."""
     with hub_hint(spec, option):
         text = load_text(spec, option)
-    max_tokens = C4_EVAL_WINDOWS * seqlen if spec["kind"] == "c4" else None
+    per_window = seqlen - 1 if bos.prepend else seqlen
+    max_tokens = C4_EVAL_WINDOWS * per_window + int(bos.prepend) if spec["kind"] == "c4" else None
     stream = tokenize_text(tokenizer, text, max_tokens)
     check_tokens(stream, vocab_size, tokenizer.name_or_path)
-    return eval_windows(stream, seqlen, max_windows)
+    return eval_windows(stream, seqlen, max_windows, bos.bos_id)

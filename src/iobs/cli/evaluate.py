@@ -11,6 +11,7 @@ import torch
 from iobs.cli.common import load_model_and_tokenizer, model_location, pick_device
 from iobs.cli.data import check_seqlen, evaluation_windows, resolve_source
 from iobs.cli.outputs import check_writable
+from iobs.data.bos import model_type_of, resolve_bos
 from iobs.errors import IobsError
 from iobs.eval.perplexity import perplexity
 from iobs.models.families import decoder_layers
@@ -47,15 +48,17 @@ def eval_command(args: argparse.Namespace, argv: list[str]) -> dict:
     device = pick_device(args.device)
     model, tokenizer = load_model_and_tokenizer(args.model, args.tokenizer, args.dtype, device)
     check_seqlen(args.seqlen, model)
-    windows = evaluation_windows(spec, tokenizer, args.seqlen, args.max_windows, model.config.vocab_size)
+    bos = resolve_bos(args.bos, model_type_of(model), tokenizer, "--bos")
+    windows = evaluation_windows(spec, tokenizer, args.seqlen, args.max_windows, model.config.vocab_size, bos=bos)
     result = perplexity(model, windows, args.batch_size, device, progress=not args.no_progress, label=args.model)
     result.update(model=model_location(args.model), data=spec, dtype=args.dtype,
-                  decoder_sparsity=decoder_sparsity(model))
+                  decoder_sparsity=decoder_sparsity(model), bos=bos.record())
     if args.json:
         params = {k: v for k, v in vars(args).items() if k not in ("command", "verbose")}
         result["provenance"] = build_record(job=JOB_NAME, params=params, seed=None,
                                             wall_seconds=time.perf_counter() - start,
-                                            extra={"command": ["iobs", *argv], "device": str(device)},
+                                            extra={"command": ["iobs", *argv], "device": str(device),
+                                                   "bos": bos.record()},
                                             inputs=[model_location(args.model), spec.get("path") or spec["kind"]],
                                             outputs=[args.json])
         atomic_write_json(Path(args.json).expanduser(), result)
@@ -71,6 +74,8 @@ def data_label(spec: dict) -> str:
 
 
 def summary_line(result: dict, spec: dict, seconds: float) -> str:
-    """'iobs: perplexity 27.6512 on wikitext2:test (141 windows x 2048, decoder sparsity 50.0%, 63 s)'."""
+    """'iobs: perplexity 27.6512 on wikitext2:test (141 windows x 2048, decoder sparsity 50.0%, 63 s)'; windows
+    that begin with BOS read '141 windows x 2048 from BOS'."""
+    start = " from BOS" if result.get("bos", {}).get("prepend") else ""
     return (f"iobs: perplexity {result['perplexity']:.4f} on {data_label(spec)} ({result['windows']} windows x "
-            f"{result['seqlen']}, decoder sparsity {100 * result['decoder_sparsity']:.1f}%, {seconds:.0f} s)")
+            f"{result['seqlen']}{start}, decoder sparsity {100 * result['decoder_sparsity']:.1f}%, {seconds:.0f} s)")

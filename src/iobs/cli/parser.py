@@ -75,6 +75,10 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", choices=DTYPES, default="float32", help="weights' dtype (default: float32)")
     p.add_argument("--threads", type=int, metavar="N",
                    help="CPU threads for torch and the tokenizer (default: all cores)")
+    p.add_argument("--bos", choices=("auto", "always", "never"), default="auto",
+                   help="begin every calibration / evaluation window with the BOS token: auto = not for OPT and "
+                   "Llama (the SparseGPT reference protocol), yes for any other model whose tokenizer prepends BOS "
+                   "(default: auto)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (they go to stderr)")
     p.add_argument("-v", "--verbose", action="store_true", help="log progress details and library warnings")
 

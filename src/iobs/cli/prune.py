@@ -28,6 +28,7 @@ from iobs.cli.common import load_model_and_tokenizer, model_location, pick_devic
 from iobs.cli.data import CalibrationSampler, check_seqlen, resolve_source
 from iobs.cli.outputs import check_writable, exclusive_output
 from iobs.cli.parser import solver_options, step_config
+from iobs.data.bos import model_type_of, resolve_bos
 from iobs.errors import IobsError
 from iobs.iterative.rounds import History, run_round, variant
 from iobs.models.families import decoder_layers
@@ -141,17 +142,20 @@ def prune_command(args: argparse.Namespace, argv: list[str]) -> dict:
         model, tokenizer = load_model_and_tokenizer(args.model, args.tokenizer, args.dtype, "cpu")
         check_seqlen(args.seqlen, model)
         check_nm_applies(model, spec)
+        bos = resolve_bos(args.bos, model_type_of(model), tokenizer, "--bos")
         sampler = CalibrationSampler(source, tokenizer, args.samples, args.seqlen, args.seed,
-                                     model.config.vocab_size)
+                                     model.config.vocab_size, bos=bos)
         run = run_iobs if args.method == "iobs" else run_oneshot
         metrics = run(model, tokenizer, sampler, spec, args, device, out)
         metrics["calibration"] = sampler.describe()
+        metrics["bos"] = bos.record()
         metrics["model"] = model_location(args.model)
         atomic_write_json(out / METRICS_FILE, metrics)
         params = {k: v for k, v in vars(args).items() if k not in ("command", "no_progress", "verbose")}
         seconds = time.perf_counter() - start
         write_provenance(out / PROVENANCE_FILE, job=JOB_NAME, params=params, seed=args.seed, wall_seconds=seconds,
-                         extra={"command": ["iobs", *argv], "calibration": sampler.describe(), "device": str(device),
+                         extra={"command": ["iobs", *argv], "calibration": sampler.describe(), "bos": bos.record(),
+                                "device": str(device),
                                 "pruning": {k: metrics[k] for k in ("method", "sparsity", "total_sparsity")}},
                          inputs=[model_location(args.model), source.get("path") or source["kind"]],
                          outputs=[str(out)])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 
+from iobs.data.bos import job_bos_policy
 from iobs.data.corpus import DEFAULT_EXCLUDE, DEFAULT_FRACTIONS, DEFAULT_MAX_EVAL_FILE_BYTES, SPLITS, build_corpus
 from iobs.data.files import atomic_save_tensor
 from iobs.data.sources import load_documents, load_text, normalize_spec
@@ -101,19 +102,25 @@ def calibration(ctx: JobContext) -> dict:
     inputs: tokens (.pt stream) | tokenizer (directory, document mode).
     outputs: windows (.pt).
     params: num_windows (default 128), length (default 2048), seed (default 0), round_index (default 0 = the base
-            calibration set; r >= 1 = the fresh batch of a later round), source / source_key (document mode).
+            calibration set; r >= 1 = the fresh batch of a later round), source / source_key (document mode),
+            bos (window policy auto | always | never, default never = the reference windows; see iobs.data.bos),
+            bos_key (its config key), bos_model (the model whose config.model_type `auto` reads; null = one
+            made here).
     """
     p = ctx.params
     count, length, seed = int(p.get("num_windows", 128)), int(p.get("length", 2048)), int(p.get("seed", 0))
+    bos = job_bos_policy(p.get("bos", "never"), p.get("bos_model"), lambda: _tokenizer_for(ctx),
+                         p.get("bos_key", "bos"))
     if ctx.input.get("tokens"):
-        windows = calibration_batch(load_stream(ctx.input["tokens"]), count, length, seed, int(p.get("round_index", 0)))
+        windows = calibration_batch(load_stream(ctx.input["tokens"]), count, length, seed, int(p.get("round_index", 0)),
+                                    bos.bos_id)
         mode = "stream"
     else:
         spec, key = _source_spec(ctx)
         documents = load_documents(spec, key)
         tok = _tokenizer_for(ctx)
         windows = document_windows(documents, lambda text: tok(text, verbose=False)["input_ids"], count, length,
-                                   round_seed(seed, int(p.get("round_index", 0))))
+                                   round_seed(seed, int(p.get("round_index", 0))), bos_id=bos.bos_id)
         mode = "documents"
     atomic_save_tensor(ctx.out("windows"), windows)
-    return {"calibration": {"mode": mode, "shape": list(windows.shape), "seed": seed}}
+    return {"calibration": {"mode": mode, "shape": list(windows.shape), "seed": seed}, "bos": bos.record()}

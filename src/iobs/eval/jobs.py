@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from iobs.atomic import atomic_write_json
+from iobs.data.bos import job_bos_policy
 from iobs.data.streams import load_stream
 from iobs.data.windows import eval_windows
 from iobs.errors import DataError
 from iobs.eval.perplexity import perplexity
 from iobs.jobs import JobContext
-from iobs.models.load import load_model, quiet_progress_bars
-from iobs.atomic import atomic_write_json
+from iobs.models.load import load_model, load_tokenizer, quiet_progress_bars
 
 
 def evaluate_model(ctx: JobContext) -> dict:
@@ -19,7 +20,9 @@ def evaluate_model(ctx: JobContext) -> dict:
     outputs: metrics (JSON: {"labels": params.labels, "model": ..., "results": [{eval_set, split, perplexity, nll,
              tokens, windows, seqlen, seconds}, ...]}).
     params: streams (list of {eval_set, split}), labels (model, method, sparsity, round: copied into the JSON),
-            seqlen, max_windows, batch_size, dtype, model_key.
+            seqlen, max_windows, batch_size, dtype, model_key, bos (window policy auto | always | never, default
+            auto: decided from the model's type and tokenizer, see iobs.data.bos; recorded as "bos" in the JSON),
+            bos_key (its config key, for messages).
     """
     quiet_progress_bars()
     p = ctx.params
@@ -30,12 +33,15 @@ def evaluate_model(ctx: JobContext) -> dict:
     if len(streams) != len(p["streams"]):
         raise DataError(f"job {ctx.name}: {len(streams)} stream files for {len(p['streams'])} stream labels")
     model = load_model(source, p.get("dtype", "float32"), ctx.device, key=p.get("model_key"))
+    bos = job_bos_policy(p.get("bos", "auto"), model, lambda: load_tokenizer(source, key=p.get("model_key")),
+                         p.get("bos_key", "bos"))
     results = []
     for path, names in zip(streams, p["streams"]):
-        windows = eval_windows(load_stream(path), int(p.get("seqlen", 256)), p.get("max_windows"))
+        windows = eval_windows(load_stream(path), int(p.get("seqlen", 256)), p.get("max_windows"), bos.bos_id)
         result = perplexity(model, windows, int(p.get("batch_size", 8)), ctx.device, label=str(source))
-        results.append({**names, **result})
+        results.append({**names, **result, "bos": bos.label})
     record = {"labels": p.get("labels", {}), "model": str(source), "dtype": p.get("dtype", "float32"),
-              "results": results}
+              "bos": bos.record(), "results": results}
     atomic_write_json(ctx.out("metrics"), record)
-    return {"perplexity": {f"{r['eval_set']}-{r['split']}": r["perplexity"] for r in results}}
+    return {"perplexity": {f"{r['eval_set']}-{r['split']}": r["perplexity"] for r in results},
+            "bos": bos.record()}

@@ -22,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from iobs.data.bos import check_setting, tokenizer_adds_bos
 from iobs.data.sources import hub_offline
 from iobs.errors import ConfigError, DataError
 
@@ -147,12 +148,39 @@ def summarize(results: dict) -> dict:
     return {"tasks": tasks, "groups": groups, "average": {"acc": average, "n": total}}
 
 
-def evaluate_mmlu(model, tokenizer, settings: MmluSettings) -> dict:
+def hflm_add_bos_token(setting: str, tokenizer, key: str = "bos") -> bool | None:
+    """HFLM's add_bos_token for a window policy setting (iobs.data.bos).
+
+    lm-eval (0.4.x) encodes every request with the tokenizer, add_special_tokens=add_bos_token, or the tokenizer's
+    defaults when it is None. So "auto" -> None: a request begins with BOS exactly when the tokenizer prepends one,
+    which is auto's rule for every family but OPT and Llama, and lm-eval's standard MMLU protocol (the one
+    published Llama MMLU numbers use) for those two. "never" -> False. "always" -> True, which only adds a BOS
+    that the tokenizer's post-processor would add: a tokenizer without one is a ConfigError.
+    """
+    check_setting(setting, key)
+    if setting == "auto":
+        return None
+    if setting == "always" and not tokenizer_adds_bos(tokenizer):
+        raise ConfigError(f"{key} always: lm-eval cannot begin MMLU requests with BOS for tokenizer "
+                          f"{getattr(tokenizer, 'name_or_path', '')}, which does not prepend one: use {key} auto")
+    return setting == "always"
+
+
+def mmlu_bos_record(setting: str, add_bos_token: bool | None, tokenizer_adds: bool) -> dict:
+    """{setting, add_bos_token, tokenizer_adds_bos, label}: label 'bos' when every request begins with BOS."""
+    starts = tokenizer_adds if add_bos_token is None else add_bos_token
+    return {"setting": setting, "add_bos_token": add_bos_token, "tokenizer_adds_bos": tokenizer_adds,
+            "label": "bos" if starts else "none"}
+
+
+def evaluate_mmlu(model, tokenizer, settings: MmluSettings, bos: str = "auto", bos_key: str = "bos") -> dict:
     """Few-shot accuracy of a causal LM (any device; lm-eval uses the model's) on settings.tasks.
 
-    model: a transformers PreTrainedModel in eval mode; tokenizer: its tokenizer. Returns summarize(...) plus
-    num_fewshot, limit, tasks, lm_eval_version and seconds.
+    model: a transformers PreTrainedModel in eval mode; tokenizer: its tokenizer; bos: the window policy setting
+    (see hflm_add_bos_token). Returns summarize(...) plus num_fewshot, limit, tasks, lm_eval_version, seconds and
+    bos (mmlu_bos_record).
     """
+    add_bos_token = hflm_add_bos_token(bos, tokenizer, bos_key)
     lm_eval = require_lm_eval()
     from lm_eval.models.huggingface import HFLM
 
@@ -160,11 +188,12 @@ def evaluate_mmlu(model, tokenizer, settings: MmluSettings) -> dict:
     with tempfile.TemporaryDirectory(prefix="iobs-lm-eval-") as folder:
         manager, group = load_tasks(settings, folder)
         wrapped = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=settings.batch_size,
-                       max_length=settings.max_length)
+                       max_length=settings.max_length, add_bos_token=add_bos_token)
         results = lm_eval.simple_evaluate(model=wrapped, tasks=[group], num_fewshot=settings.num_fewshot,
                                           limit=settings.limit, task_manager=manager, log_samples=False)
     summary = summarize(results)
     summary.update(num_fewshot=settings.num_fewshot, limit=settings.limit, tasks_requested=list(settings.tasks),
                    lm_eval_version=getattr(lm_eval, "__version__", None),
-                   seconds=round(time.perf_counter() - start, 3))
+                   seconds=round(time.perf_counter() - start, 3),
+                   bos=mmlu_bos_record(bos, add_bos_token, tokenizer_adds_bos(tokenizer)))
     return summary

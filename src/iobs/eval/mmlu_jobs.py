@@ -13,7 +13,7 @@ from iobs.jobs import JobContext
 from iobs.models.load import load_model, load_tokenizer, quiet_progress_bars
 from iobs.atomic import atomic_write_json, atomic_write_text
 
-MMLU_COLUMNS = ["model", "method", "sparsity", "round", "kind", "task", "acc", "acc_stderr", "n"]
+MMLU_COLUMNS = ["model", "method", "sparsity", "round", "kind", "task", "acc", "acc_stderr", "n", "bos"]
 
 
 def mmlu_accuracy(ctx: JobContext) -> dict:
@@ -23,7 +23,8 @@ def mmlu_accuracy(ctx: JobContext) -> dict:
     outputs: metrics (JSON: labels, model, dtype, settings, average {acc, n}, groups {name: {acc, acc_stderr}},
              tasks {name: {acc, acc_stderr, n}}, lm_eval_version, seconds).
     params: settings (the config's mmlu section), labels (model, method, sparsity, round: copied into the JSON),
-            dtype, model_key (config key named in error messages).
+            dtype, model_key (config key named in error messages), bos (window policy setting, default auto:
+            lm-eval's own BOS handling, see iobs.eval.mmlu.hflm_add_bos_token), bos_key.
     """
     require_lm_eval()  # fail before loading a 7B model
     quiet_progress_bars()
@@ -35,7 +36,7 @@ def mmlu_accuracy(ctx: JobContext) -> dict:
     key = None if ctx.input.get("model") else p.get("model_key")
     model = load_model(source, p.get("dtype", "float32"), ctx.device, key=key)
     tokenizer = load_tokenizer(source, key=key)
-    summary = evaluate_mmlu(model, tokenizer, settings)
+    summary = evaluate_mmlu(model, tokenizer, settings, p.get("bos", "auto"), p.get("bos_key", "bos"))
     record = {"labels": p.get("labels", {}), "model": str(source), "dtype": p.get("dtype", "float32"),
               "settings": settings.to_dict(), **summary}
     atomic_write_json(ctx.out("metrics"), record)
@@ -54,12 +55,13 @@ def mmlu_frame(paths) -> pd.DataFrame:
         if not labels or "average" not in record:
             raise DataError(f"{path} is not an MMLU record: rerun its mmlu job")
         base = {k: labels[k] for k in ("model", "method", "sparsity")} | {"round": int(labels["round"])}
+        bos = record.get("bos", {}).get("label", "unknown")  # a record from before the window policy
         rows.append({**base, "kind": "average", "task": "+".join(record.get("tasks_requested", [])),
-                     "acc": record["average"]["acc"], "acc_stderr": None, "n": record["average"]["n"]})
+                     "acc": record["average"]["acc"], "acc_stderr": None, "n": record["average"]["n"], "bos": bos})
         rows += [{**base, "kind": "group", "task": name, "acc": g["acc"], "acc_stderr": g.get("acc_stderr"),
-                  "n": None} for name, g in record.get("groups", {}).items()]
+                  "n": None, "bos": bos} for name, g in record.get("groups", {}).items()]
         rows += [{**base, "kind": "task", "task": name, "acc": t["acc"], "acc_stderr": t.get("acc_stderr"),
-                  "n": t["n"]} for name, t in record.get("tasks", {}).items()]
+                  "n": t["n"], "bos": bos} for name, t in record.get("tasks", {}).items()]
     frame = pd.DataFrame(rows, columns=MMLU_COLUMNS)
     return frame.sort_values(["model", "method", "sparsity", "round", "kind", "task"], ignore_index=True)
 

@@ -2,8 +2,9 @@
 
 Each window is scored on its own: its first token has no context and is not predicted, so a window of L tokens
 contributes L - 1 predicted tokens (the reference's per-window mean loss times L, divided by windows x L, is the same
-number, since every window has the same length). Logits are converted to float32 and the summed NLL is accumulated
-in float64, so half-precision models are scored without overflow in the mean.
+number, since every window has the same length). A window that begins with BOS (iobs.data.bos) is scored the same
+way: the BOS position is never a target, and its L - 1 text tokens all are. Logits are converted to float32 and the
+summed NLL is accumulated in float64, so half-precision models are scored without overflow in the mean.
 """
 
 from __future__ import annotations

@@ -41,6 +41,12 @@ def check_frame(frame: pd.DataFrame, source: str = "the pruning table") -> pd.Da
     return frame
 
 
+def window_policy(frame: pd.DataFrame, model: str) -> str:
+    """The bos column of a model's rows: its one value, or "mixed" (a table should not compare across policies)."""
+    values = sorted(set(frame.loc[frame["model"] == model, "bos"].dropna()))
+    return values[0] if len(values) == 1 else "mixed" if values else "none"
+
+
 def sparsity_label(sparsity: str) -> str:
     """A file-name-safe sparsity label: "2:4" -> "2-4", "0.5" -> "0.5"."""
     return str(sparsity).replace(":", "-")

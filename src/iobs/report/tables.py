@@ -10,16 +10,18 @@ import math
 
 import pandas as pd
 
-from iobs.report.frames import DENSE_REFERENCE, ONESHOT_METHODS, Perplexities, eval_sets, sorted_sparsities
+from iobs.report.frames import (DENSE_REFERENCE, ONESHOT_METHODS, Perplexities, eval_sets, sorted_sparsities,
+                                window_policy)
 
-LLM_COLUMNS = ["model", "eval_set", "sparsity", "split", "dense", "sparsegpt", "iobs_3", "iobs_best",
+# bos: the model's window policy (iobs.data.bos): "bos", "none", or "mixed" if its rows were measured under both
+LLM_COLUMNS = ["model", "bos", "eval_set", "sparsity", "split", "dense", "sparsegpt", "iobs_3", "iobs_best",
                "iobs_best_round"]
-METHODS_COLUMNS = ["model", "eval_set", "sparsity", "split", "dense", *ONESHOT_METHODS, "iobs_best",
+METHODS_COLUMNS = ["model", "bos", "eval_set", "sparsity", "split", "dense", *ONESHOT_METHODS, "iobs_best",
                    "iobs_best_round"]
 # Each "gap_closed_x" = (sparsegpt - x) / (sparsegpt - dense): the share of the gap pruning opened that x closes.
 ROUND_VARIANTS = ("sparsegpt_ft", "dense_ft", "iobs_fixed_mask", "iobs")  # NaN where a variant was not run
 CONTROL_METHODS = ("dense_ft_dense", *ROUND_VARIANTS)
-CONTROLS_COLUMNS = ["model", "eval_set", "sparsity", "split", "dense", "dense_ft_dense", "sparsegpt",
+CONTROLS_COLUMNS = ["model", "bos", "eval_set", "sparsity", "split", "dense", "dense_ft_dense", "sparsegpt",
                     *ROUND_VARIANTS, *(f"{v}_round" for v in ROUND_VARIANTS),
                     "gap", *(f"gap_closed_{m}" for m in CONTROL_METHODS), "share_explained_by_sparsegpt_ft",
                     "share_from_mask_reselection"]
@@ -46,8 +48,8 @@ def llm_table(frame: pd.DataFrame, ppl: Perplexities, split: str = "test",
     rows = []
     for model, eval_set, sparsity in _groups(frame, ["iobs"], preferred_sets):
         rows.append({
-            "model": model, "eval_set": eval_set, "sparsity": sparsity, "split": split,
-            "dense": ppl.dense(model, eval_set, split),
+            "model": model, "bos": window_policy(frame, model), "eval_set": eval_set, "sparsity": sparsity,
+            "split": split, "dense": ppl.dense(model, eval_set, split),
             "sparsegpt": ppl.sparsegpt(model, sparsity, eval_set, split),
             "iobs_3": ppl.get(model, "iobs", sparsity, 3, eval_set, split),
             "iobs_best": ppl.at_best(model, "iobs", sparsity, eval_set, split),
@@ -62,8 +64,8 @@ def methods_table(frame: pd.DataFrame, ppl: Perplexities, split: str = "test",
     (NaN where not run), the dense model, and I-OBS at its best validation round where I-OBS ran at that sparsity."""
     rows = []
     for model, eval_set, sparsity in _groups(frame, ONESHOT_METHODS, preferred_sets):
-        row = {"model": model, "eval_set": eval_set, "sparsity": sparsity, "split": split,
-               "dense": ppl.dense(model, eval_set, split)}
+        row = {"model": model, "bos": window_policy(frame, model), "eval_set": eval_set, "sparsity": sparsity,
+               "split": split, "dense": ppl.dense(model, eval_set, split)}
         row.update({m: ppl.get(model, m, sparsity, 0, eval_set, split) for m in ONESHOT_METHODS})
         row["iobs_best"] = ppl.at_best(model, "iobs", sparsity, eval_set, split)
         row["iobs_best_round"] = _round_or_na(ppl.best_round(model, "iobs", sparsity))
@@ -103,8 +105,8 @@ def controls_table(frame: pd.DataFrame, ppl: Perplexities, split: str = "test",
     share of it each closes, and the share of I-OBS's gain that masked fine-tuning explains."""
     rows = []
     for model, eval_set, sparsity in _groups(frame, ROUND_VARIANTS, preferred_sets):
-        row = {"model": model, "eval_set": eval_set, "sparsity": sparsity, "split": split,
-               "dense": ppl.dense(model, eval_set, split),
+        row = {"model": model, "bos": window_policy(frame, model), "eval_set": eval_set, "sparsity": sparsity,
+               "split": split, "dense": ppl.dense(model, eval_set, split),
                # the matching dense reference: as many step blocks as I-OBS's chosen round took
                "dense_ft_dense": ppl.at_best(model, "iobs", sparsity, eval_set, split, method=DENSE_REFERENCE),
                "sparsegpt": ppl.sparsegpt(model, sparsity, eval_set, split)}

@@ -14,7 +14,7 @@ from pathlib import PurePath
 import pandas as pd
 
 from iobs.paper import LLM, LLMNumber
-from iobs.report.frames import Perplexities, eval_sets
+from iobs.report.frames import Perplexities, eval_sets, window_policy
 
 PAPER_MODELS = {  # paper model -> (family, hub id)
     "OPT-125M": ("opt", "facebook/opt-125m"),
@@ -29,7 +29,8 @@ PAPER_SPARSITY = {"0": "0", "50%": "0.5", "2:4": "2:4"}
 UNCALIBRATED = ("dense", "magnitude")  # methods whose numbers do not depend on calibration data
 VERSUS_COLUMNS = ["paper_model", "run_model", "dataset", "eval_set", "split", "method", "sparsity", "round",
                   "paper", "run", "differs", "model_paper", "model_run", "data_paper", "data_run", "seqlen_paper",
-                  "seqlen_run", "calibration_paper", "calibration_run", "paper_source"]
+                  "seqlen_run", "bos_paper", "bos_run", "calibration_paper", "calibration_run", "paper_source"]
+PAPER_BOS = "none"  # the paper's numbers use the SparseGPT reference windows (no BOS per window; iobs.data.bos)
 
 
 def model_family(spec: dict) -> str | None:
@@ -105,6 +106,7 @@ def paper_vs_run(frame: pd.DataFrame, ppl: Perplexities, settings: dict, select_
         base = {"paper_model": number.model, "dataset": number.dataset, "method": number.method,
                 "sparsity": sparsity, "round": number.iteration, "paper": number.value,
                 "model_paper": hub_id, "data_paper": PAPER_DATA[number.dataset], "seqlen_paper": seqlen_paper,
+                "bos_paper": PAPER_BOS,
                 "calibration_paper": calibration_paper, "paper_source": number.source}
         matches = [name for name, spec in models.items() if model_family(spec) == family]
         if not matches:
@@ -112,16 +114,19 @@ def paper_vs_run(frame: pd.DataFrame, ppl: Perplexities, settings: dict, select_
             continue
         for name in matches:
             spec = models[name]
+            bos_run = window_policy(frame, name)
             differs = {"model": not _same_model(spec, hub_id),
                        "data": _data_differs(eval_config, eval_set, split, number.dataset),
                        "seqlen": eval_config.get("seqlen") != seqlen_paper,
+                       "bos": bos_run != PAPER_BOS,
                        "calibration": calibration_differs and number.method not in UNCALIBRATED}
             rows.append({**base, "run_model": name, "eval_set": eval_set, "split": split,
                          "run": _run_value(ppl, number, name, sparsity, eval_set, split) if eval_set else math.nan,
                          "differs": ", ".join(k for k, v in differs.items() if v),
                          "model_run": _describe_model(name, spec),
                          "data_run": _describe_data(eval_config, eval_set, split) if eval_set else "",
-                         "seqlen_run": eval_config.get("seqlen"), "calibration_run": calibration_run})
+                         "seqlen_run": eval_config.get("seqlen"), "bos_run": bos_run,
+                         "calibration_run": calibration_run})
     return pd.DataFrame(rows, columns=VERSUS_COLUMNS).astype({"round": "Int64"})
 
 
