@@ -1,0 +1,191 @@
+"""The layer-wise engine against its pre-issue-13 self (issue 13): solver, decoder layer, I-OBS round phases.
+
+    PYTHONPATH=src .venv/bin/python benchmarks/bench_engine.py                  # all parts, one thread
+    PYTHONPATH=src .venv/bin/python benchmarks/bench_engine.py --parts solve --repeats 5
+
+Every ratio is new / baseline measured in the same run: baseline and new calls are interleaved and each side's
+median over --repeats is taken, so machine load (a shared CPU) affects both alike.
+
+solve: OPT-125M shapes (out x in) 768x768, 3072x768, 768x3072; X = randn(tokens, in) @ M with a random mixing
+    matrix M (correlated inputs), H = (2/N) X^T X for N = 32 sequences; weights randn * 0.02. Baseline: the frozen
+    copy of the old solver in benchmarks/_baseline_sparsegpt.py. New: sparsegpt_prune with its default
+    (inverse="auto": "explicit" for in <= 1024, "triangular" above), and with each route forced; "explicit" must
+    be bit-identical to the baseline.
+    GFLOP/s of a solve, nominal flops of the algorithm that ran (not of a kernel):
+      factorization  old/explicit: cholesky c^3/3 + cholesky_inverse 2c^3/3 + cholesky c^3/3 = 4c^3/3
+                     triangular:   cholesky c^3/3 + triangular inverse c^3/3 = 2c^3/3
+      column updates r c (c-1) (every column spreads its error over the later columns of all r rows, 2 flops
+                     each, in-block or lazily); old only: the loss product 2 r c^2.
+    compared with a float32 torch.mm [2048, 2048] @ [2048, 2048] timed in the same run.
+layer: one decoder layer of random OPT-125M width (hidden 768, ffn 3072) and a Llama layer of the same width,
+    calibration --samples x --seqlen tokens; the old flow (six Hessians, full forward, one solve per Linear,
+    re-run) against prune_model's flow; masks compared. Phases printed for both.
+rounds: one I-OBS round (iobs.iterative.rounds.run_round) on a small random OPT, split into projection (Hessian
+    pass, solves, re-run), the bookkeeping between (pre-projection copy, support, dynamics), steps, and I/O
+    (saving the sparse model as the round job does).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from iobs.prune.solvers.common import AUTO_EXPLICIT_MAX_COLS, upper_inverse_factor
+from iobs.prune.solvers.sparsegpt import sparsegpt_prune
+from iobs.prune.sparsity import SparsitySpec
+
+HERE = Path(__file__).resolve().parent
+
+
+def _load_local(name: str):
+    spec = importlib.util.spec_from_file_location(name, HERE / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+baseline = _load_local("_baseline_sparsegpt")
+
+SHAPES = [(768, 768), (3072, 768), (768, 3072)]
+PATTERNS = ["0.5", "2:4"]
+
+
+def timed(fn, *args, **kwargs):
+    start = time.perf_counter()
+    out = fn(*args, **kwargs)
+    return time.perf_counter() - start, out
+
+
+def interleaved(calls: dict, repeats: int) -> tuple[dict, dict]:
+    """Run every call once per repeat, in turn; return (median seconds by name, last output by name)."""
+    seconds = {name: [] for name in calls}
+    outputs = {}
+    for _ in range(repeats):
+        for name, fn in calls.items():
+            t, outputs[name] = timed(fn)
+            seconds[name].append(t)
+    return {name: statistics.median(ts) for name, ts in seconds.items()}, outputs
+
+
+def matmul_gflops(size: int = 2048, repeats: int = 5) -> float:
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    out = torch.empty(size, size)
+    torch.mm(a, b, out=out)
+    best = min(timed(torch.mm, a, b, out=out)[0] for _ in range(repeats))
+    return 2 * size**3 / best / 1e9
+
+
+def solve_flops(rows: int, cols: int, inverse: str) -> float:
+    if inverse == "auto":
+        inverse = "explicit" if cols <= AUTO_EXPLICIT_MAX_COLS else "triangular"
+    factor = (4 if inverse in ("explicit", "old") else 2) * cols**3 / 3
+    loss = 2 * rows * cols**2 if inverse == "old" else 0
+    return factor + rows * cols * (cols - 1) + loss
+
+
+def layer_inputs(rows: int, cols: int, tokens: int, sequences: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    mixing = torch.randn(cols, cols, generator=g) / cols**0.5
+    x = torch.randn(tokens, cols, generator=g) @ mixing
+    hessian = torch.zeros(cols, cols).addmm_(x.T, x, alpha=2.0 / sequences)
+    return torch.randn(rows, cols, generator=g) * 0.02, hessian
+
+
+def compare(new, old) -> dict:
+    """Numerics of a new SolveResult against the baseline's (weight, mask, loss)."""
+    weight, mask, loss = old
+    return {"mask_differences": int((new.mask != mask).sum()), "numel": mask.numel(),
+            "max_abs_weight_difference": float((new.weight - weight).abs().max()),
+            "bit_identical": bool(torch.equal(new.weight, weight) and torch.equal(new.mask, mask)),
+            "loss_relative_difference": abs(new.loss - loss) / loss}
+
+
+def bench_solve(args) -> dict:
+    print(f"\n== solve: OPT-125M shapes, {args.samples} x {args.seqlen} tokens, blocksize 128, "
+          f"median of {args.repeats}, ratio = new / baseline in the same run")
+    print(f"{'shape':>9} {'pattern':>7} {'base s':>7} {'new s':>7} {'ratio':>6} {'tri':>5} {'expl':>5} "
+          f"{'masks differ':>15} {'max|dW|':>8} {'loss rel':>8} {'tri masks differ':>16} {'explicit==base':>14}")
+    results = []
+    for rows, cols in SHAPES:
+        weight, hessian = layer_inputs(rows, cols, args.samples * args.seqlen, args.samples, args.seed)
+        for pattern in PATTERNS:
+            spec = SparsitySpec.parse(pattern)
+            medians, out = interleaved({
+                "baseline": lambda: baseline.baseline_sparsegpt(weight, hessian, spec),
+                "new": lambda: sparsegpt_prune(weight, hessian, spec),
+                "triangular": lambda: sparsegpt_prune(weight, hessian, spec, inverse="triangular"),
+                "explicit": lambda: sparsegpt_prune(weight, hessian, spec, inverse="explicit"),
+            }, args.repeats)
+            numerics = {name: compare(out[name], out["baseline"]) for name in ("new", "triangular", "explicit")}
+            ratios = {name: medians[name] / medians["baseline"] for name in ("new", "triangular", "explicit")}
+            results.append({"shape": [rows, cols], "pattern": pattern, "seconds": medians, "ratios": ratios,
+                            "numerics_vs_baseline": numerics})
+            new = numerics["new"]
+            print(f"{f'{rows}x{cols}':>9} {pattern:>7} {medians['baseline']:>7.3f} {medians['new']:>7.3f} "
+                  f"{ratios['new']:>6.2f} {ratios['triangular']:>5.2f} {ratios['explicit']:>5.2f} "
+                  f"{new['mask_differences']:>7}/{new['numel']:<7} {new['max_abs_weight_difference']:>8.1e} "
+                  f"{new['loss_relative_difference']:>8.1e} {numerics['triangular']['mask_differences']:>16} "
+                  f"{str(numerics['explicit']['bit_identical']):>14}")
+    # GFLOP/s on the largest shape, beside a matmul in the same run
+    rows, cols = max(SHAPES, key=lambda s: s[0] * s[1] ** 2)
+    weight, hessian = layer_inputs(rows, cols, args.samples * args.seqlen, args.samples, args.seed)
+    spec = SparsitySpec.parse("0.5")
+    gemm, rates = [], {"new": [], "explicit": [], "old": []}
+    factor_seconds = {"triangular": [], "explicit": []}
+    for _ in range(args.repeats):
+        gemm.append(matmul_gflops())
+        rates["new"].append(solve_flops(rows, cols, "auto") / timed(sparsegpt_prune, weight, hessian, spec)[0])
+        rates["explicit"].append(solve_flops(rows, cols, "explicit")
+                                 / timed(sparsegpt_prune, weight, hessian, spec, inverse="explicit")[0])
+        rates["old"].append(solve_flops(rows, cols, "old")
+                            / timed(baseline.baseline_sparsegpt, weight, hessian, spec)[0])
+        for method in factor_seconds:
+            factor_seconds[method].append(timed(upper_inverse_factor, hessian, 0.01, method=method)[0])
+    mm = statistics.median(gemm)
+    gflops = {k: statistics.median(v) / 1e9 for k, v in rates.items()}
+    print(f"{rows}x{cols} 0.5 GFLOP/s (nominal flops of the algorithm that ran): new {gflops['new']:.1f} "
+          f"({gflops['new'] / mm:.0%} of matmul), explicit {gflops['explicit']:.1f} ({gflops['explicit'] / mm:.0%}), "
+          f"baseline {gflops['old']:.1f} ({gflops['old'] / mm:.0%}); torch.mm 2048^3 {mm:.1f} GFLOP/s")
+    print(f"  factorization of H [{cols}, {cols}]: triangular {statistics.median(factor_seconds['triangular']):.3f} s, "
+          f"explicit {statistics.median(factor_seconds['explicit']):.3f} s")
+    return {"solves": results, "gflops": gflops, "matmul_gflops": mm,
+            "factor_seconds": {k: statistics.median(v) for k, v in factor_seconds.items()}}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--parts", default="solve,layer,rounds", help="comma-separated: solve, layer, rounds")
+    p.add_argument("--samples", type=int, default=32, help="calibration sequences")
+    p.add_argument("--seqlen", type=int, default=512, help="tokens per sequence")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--threads", type=int, default=1, help="torch threads (the machine is shared)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", help="also write the numbers to this JSON file")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    print(f"bench_engine: {args.threads} thread(s), torch {torch.__version__}, "
+          f"{platform.processor() or platform.machine()}")
+    parts = set(args.parts.split(","))
+    results = {"args": vars(args)}
+    if "solve" in parts:
+        results["solve"] = bench_solve(args)
+    if args.json:
+        import json
+
+        Path(args.json).write_text(json.dumps(results, indent=1, default=str))
+    return results
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
