@@ -98,3 +98,52 @@ def baseline_sparsegpt(weight, hessian, spec, *, blocksize=128, percdamp=0.01, m
     delta = weight.detach().float() - pruned.float()
     loss = float(((delta @ hessian.detach().float()) * delta).sum(dtype=torch.float64))
     return pruned, keep, loss
+
+
+def baseline_prune_layer(layer, inputs, device, spec, *, solve=None) -> dict:
+    """One decoder layer as the driver did it before issue 13, phases timed: a full forward with one Hessian per
+    Linear (forward hooks, full X^T X products), one solve per Linear, then the re-run (outputs written to
+    inputs.hidden). Returns {"masks": {name: bool [out, in]}, "seconds": {phase: s}}."""
+    import time
+
+    from torch import nn
+
+    from iobs.prune.capture import run_layer
+
+    solve = solve or baseline_sparsegpt
+    linears = {name: m for name, m in layer.named_modules() if isinstance(m, nn.Linear)}
+    state = {"sequences": 0}
+    hessians = {name: [torch.zeros(lin.in_features, lin.in_features, device=device), 0]
+                for name, lin in linears.items()}
+
+    def make_hook(entry):
+        def hook(module, args, output):
+            x = args[0].detach().reshape(-1, args[0].shape[-1]).float()
+            total = entry[1] + state["sequences"]
+            entry[0].mul_(entry[1] / total).addmm_(x.T, x, alpha=2.0 / total)
+            entry[1] = total
+        return hook
+
+    seconds = {}
+    start = time.perf_counter()
+    handles = [lin.register_forward_hook(make_hook(hessians[name])) for name, lin in linears.items()]
+    try:
+        with torch.no_grad():
+            run_layer(layer, inputs, device, write_outputs=False, on_batch=lambda b: state.update(sequences=b))
+    finally:
+        for handle in handles:
+            handle.remove()
+    seconds["hessians"] = time.perf_counter() - start
+    start = time.perf_counter()
+    masks = {}
+    with torch.no_grad():
+        for name, lin in linears.items():
+            weight, mask, _ = solve(lin.weight.detach().float(), hessians.pop(name)[0], spec)
+            lin.weight.copy_(weight)
+            masks[name] = mask
+    seconds["solves"] = time.perf_counter() - start
+    start = time.perf_counter()
+    with torch.no_grad():
+        run_layer(layer, inputs, device, write_outputs=True)
+    seconds["rerun"] = time.perf_counter() - start
+    return {"masks": masks, "seconds": seconds}

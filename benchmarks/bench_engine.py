@@ -159,12 +159,95 @@ def bench_solve(args) -> dict:
             "factor_seconds": {k: statistics.median(v) for k, v in factor_seconds.items()}}
 
 
+def new_prune_layer(layer, inputs, device, spec, **options) -> dict:
+    """The same layer through the new driver pieces (what prune_model runs per layer), phases timed."""
+    from iobs.prune.capture import run_layer
+    from iobs.prune.driver import LayerStep, layer_hessians_of, prune_layer, prunable_linears
+
+    seconds = {}
+    with torch.no_grad():
+        start = time.perf_counter()
+        lh = layer_hessians_of(LayerStep(0, "", layer, inputs, device), prunable_linears(layer, ""))
+        seconds["hessians"] = time.perf_counter() - start
+        start = time.perf_counter()
+        masks = {}
+        for name, linear, result, _, _ in prune_layer(lh, "sparsegpt", spec, options=options):
+            linear.weight.copy_(result.weight)
+            masks[name.lstrip(".")] = result.mask
+        seconds["solves"] = time.perf_counter() - start
+        start = time.perf_counter()
+        run_layer(layer, inputs, device, write_outputs=True)
+        seconds["rerun"] = time.perf_counter() - start
+    return {"masks": masks, "seconds": seconds, "groups": [[n.lstrip(".") for n in g] for g in lh.groups]}
+
+
+def bench_layer(args) -> dict:
+    import copy
+
+    from iobs.models.families import TinyDims, build_tiny_model, decoder_layers
+    from iobs.prune.capture import capture_first_layer_inputs
+
+    print(f"\n== decoder layer: hidden 768, ffn 3072, 12 heads, {args.samples} x {args.seqlen} tokens, batches of "
+          f"{args.batch_size}, random weights, {args.layer_pattern}; median of {args.layer_repeats}, interleaved")
+    cpu = torch.device("cpu")
+    results = {}
+    for family in ("opt", "llama"):
+        dims = TinyDims(vocab_size=512, hidden=768, layers=1, heads=12, ffn=3072, max_positions=args.seqlen)
+        model = build_tiny_model(family, dims, seed=args.seed).eval()
+        ids = torch.randint(0, 512, (args.samples, args.seqlen), generator=torch.Generator().manual_seed(args.seed))
+        with torch.no_grad():
+            captured = capture_first_layer_inputs(model, decoder_layers(model), ids, batch_size=args.batch_size,
+                                                  device=cpu, storage=cpu)
+        dense = decoder_layers(model)[0]
+        spec = SparsitySpec.parse(args.layer_pattern)
+
+        def fresh():
+            return copy.deepcopy(dense), copy.copy(captured).__class__(captured.hidden.clone(), captured.slices,
+                                                                       captured.calls)
+
+        runs = {"baseline": [], "new": []}
+        for _ in range(args.layer_repeats):
+            for name in runs:
+                layer, inputs = fresh()
+                flow = baseline.baseline_prune_layer if name == "baseline" else new_prune_layer
+                start = time.perf_counter()
+                out = flow(layer, inputs, cpu, spec)
+                out["total"] = time.perf_counter() - start
+                out["outputs"] = inputs.hidden
+                runs[name].append(out)
+        layer, inputs = fresh()
+        explicit = new_prune_layer(layer, inputs, cpu, spec, inverse="explicit")
+        old_masks = runs["baseline"][-1]["masks"]
+        median = {name: {phase: statistics.median(r["seconds"][phase] for r in rs)
+                         for phase in ("hessians", "solves", "rerun")} | {"total": statistics.median(
+                             r["total"] for r in rs)} for name, rs in runs.items()}
+        differ = {n: int((runs["new"][-1]["masks"][n] != m).sum()) for n, m in old_masks.items()}
+        differ_explicit = {n: int((explicit["masks"][n] != m).sum()) for n, m in old_masks.items()}
+        outputs_equal = torch.equal(inputs.hidden, runs["baseline"][-1]["outputs"])
+        ratio = median["new"]["total"] / median["baseline"]["total"]
+        results[family] = {"seconds": median, "ratio": ratio, "mask_differences": differ,
+                           "mask_differences_explicit": differ_explicit, "groups": explicit["groups"],
+                           "explicit_outputs_bit_identical": outputs_equal}
+        print(f"{family}: groups {explicit['groups']}")
+        print(f"  {'':9} {'hessians':>9} {'solves':>7} {'rerun':>6} {'total':>6}")
+        for name in ("baseline", "new"):
+            m = median[name]
+            print(f"  {name:9} {m['hessians']:>9.2f} {m['solves']:>7.2f} {m['rerun']:>6.2f} {m['total']:>6.2f}")
+        print(f"  layer ratio new / baseline {ratio:.2f}; masks differing (default auto route) "
+              f"{sum(differ.values())} of {sum(m.numel() for m in old_masks.values())} ({differ}); with "
+              f"inverse='explicit': {sum(differ_explicit.values())}, layer outputs bit-identical {outputs_equal}")
+    return results
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--parts", default="solve,layer,rounds", help="comma-separated: solve, layer, rounds")
     p.add_argument("--samples", type=int, default=32, help="calibration sequences")
     p.add_argument("--seqlen", type=int, default=512, help="tokens per sequence")
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--layer-repeats", type=int, default=2)
+    p.add_argument("--layer-pattern", default="0.5")
+    p.add_argument("--batch-size", type=int, default=4, help="sequences per forward mini-batch (layer part)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (the machine is shared)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", help="also write the numbers to this JSON file")
@@ -180,6 +263,8 @@ def main(argv=None) -> dict:
     results = {"args": vars(args)}
     if "solve" in parts:
         results["solve"] = bench_solve(args)
+    if "layer" in parts:
+        results["layer"] = bench_layer(args)
     if args.json:
         import json
 
