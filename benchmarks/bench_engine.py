@@ -16,7 +16,8 @@ solve: OPT-125M shapes (out x in) 768x768, 3072x768, 768x3072; X = randn(tokens,
                      triangular:   cholesky c^3/3 + triangular inverse c^3/3 = 2c^3/3
       column updates r c (c-1) (every column spreads its error over the later columns of all r rows, 2 flops
                      each, in-block or lazily); old only: the loss product 2 r c^2.
-    compared with a float32 torch.mm [2048, 2048] @ [2048, 2048] timed in the same run.
+    compared with a float32 torch.mm [2048, 2048] @ [2048, 2048] timed in the same run, alternating with the
+    solves; both sides are the median of the same number of samples.
 layer: one decoder layer of random OPT-125M width (hidden 768, ffn 3072) and a Llama layer of the same width,
     calibration --samples x --seqlen tokens; the old flow (six Hessians, full forward, one solve per Linear,
     re-run) against prune_model's flow; masks compared. Phases printed for both.
@@ -74,12 +75,12 @@ def interleaved(calls: dict, repeats: int) -> tuple[dict, dict]:
     return {name: statistics.median(ts) for name, ts in seconds.items()}, outputs
 
 
-def matmul_gflops(size: int = 2048, repeats: int = 5) -> float:
+def matmul_gflops(size: int = 2048) -> float:
+    """GFLOP/s of one float32 [size, size] @ [size, size] (after a warm-up): one sample, like one solve."""
     a, b = torch.randn(size, size), torch.randn(size, size)
     out = torch.empty(size, size)
     torch.mm(a, b, out=out)
-    best = min(timed(torch.mm, a, b, out=out)[0] for _ in range(repeats))
-    return 2 * size**3 / best / 1e9
+    return 2 * size**3 / timed(torch.mm, a, b, out=out)[0] / 1e9
 
 
 def solve_flops(rows: int, cols: int, inverse: str) -> float:
@@ -138,8 +139,9 @@ def bench_solve(args) -> dict:
     weight, hessian = layer_inputs(rows, cols, args.samples * args.seqlen, args.samples, args.seed)
     spec = SparsitySpec.parse("0.5")
     gemm, rates = [], {"new": [], "explicit": [], "old": []}
+    repeats = max(args.repeats, 5)
     factor_seconds = {"triangular": [], "explicit": []}
-    for _ in range(args.repeats):
+    for _ in range(repeats):
         gemm.append(matmul_gflops())
         rates["new"].append(solve_flops(rows, cols, "auto") / timed(sparsegpt_prune, weight, hessian, spec)[0])
         rates["explicit"].append(solve_flops(rows, cols, "explicit")
@@ -239,6 +241,77 @@ def bench_layer(args) -> dict:
     return results
 
 
+def bench_rounds(args) -> dict:
+    """Round 2 of I-OBS (it has a previous round: pre-projection copy, dynamics) split into phases, with the
+    round job's I/O (iobs.iterative.jobs.iterative_round) replayed around it."""
+    import tempfile
+
+    from iobs.iterative.rounds import History, run_round, variant
+    from iobs.iterative.steps import StepConfig
+    from iobs.models.families import TinyDims, build_tiny_model
+    from iobs.models.load import load_model
+    from iobs.prune.save import load_masks_and_support, save_masks, save_pruned_model
+
+    dims = TinyDims(vocab_size=4096, hidden=768, layers=args.round_layers, heads=12, ffn=3072,
+                    max_positions=args.round_seqlen)
+    g = torch.Generator().manual_seed(args.seed)
+    batches = [torch.randint(0, 4096, (args.round_samples, args.round_seqlen), generator=g) for _ in range(2)]
+    steps = StepConfig(steps=args.round_steps, micro_batch=4)
+    print(f"\n== I-OBS round 2: OPT width 768/3072, {args.round_layers} layers, {args.round_samples} x "
+          f"{args.round_seqlen} tokens, {args.round_steps} adam steps (micro-batch 4), sparsegpt 0.5, CPU")
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        model = build_tiny_model("opt", dims, seed=args.seed)
+        first = run_round(model, batches[0], 1, variant("iobs"), solver="sparsegpt", sparsity="0.5", steps=steps,
+                          batch_size=4)
+        history = History().after(first)
+        save_pruned_model(model, tmp / "state1")
+        save_masks(first.masks, tmp / "masks1.pt", support=first.support)
+        io = {}
+        start = time.perf_counter()
+        state = load_model(tmp / "state1")
+        previous_masks, previous_support = load_masks_and_support(tmp / "masks1.pt")
+        io["load state + masks"] = time.perf_counter() - start
+        history = History(previous_masks=previous_masks, previous_support=previous_support,
+                          first_masks=previous_masks, first_support=previous_support)
+        saved = {}
+
+        def on_sparse(sparse, masks):
+            start = time.perf_counter()
+            save_pruned_model(sparse, tmp / "model2", masks=masks)
+            saved["seconds"] = time.perf_counter() - start
+
+        start = time.perf_counter()
+        result = run_round(state, batches[1], 2, variant("iobs"), solver="sparsegpt", sparsity="0.5", steps=steps,
+                           **history.as_kwargs(), on_sparse=on_sparse, batch_size=4)
+        wall = time.perf_counter() - start
+        io["save sparse model + masks (on_sparse)"] = saved["seconds"]
+        start = time.perf_counter()
+        save_pruned_model(result.state, tmp / "state2")
+        io["save state"] = time.perf_counter() - start
+        start = time.perf_counter()
+        save_masks(result.masks, tmp / "masks2.pt", support=result.support)
+        io["save masks + support"] = time.perf_counter() - start
+    report = result.projection
+    phases = report.phase_seconds
+    projection = {"capture (embeddings -> layer 0 inputs)": report.capture_seconds,
+                  "Hessian forwards": sum(phases["hessians"]), "solves": sum(phases["solves"]),
+                  "re-runs": sum(phases["rerun"])}
+    projection["other (layer moves, mask copies)"] = report.total_seconds - sum(projection.values())
+    bookkeeping = {"pre-projection weight copy": result.seconds["projection"] - report.total_seconds,
+                   "support, dynamics": wall - result.seconds["projection"] - result.seconds["steps"]
+                   - saved["seconds"]}
+    total = wall - saved["seconds"] + sum(io.values())
+    rows = [("projection", k, v) for k, v in projection.items()] + [("bookkeeping", k, v) for k, v in
+                                                                    bookkeeping.items()]
+    rows += [("steps", f"{args.round_steps} gradient steps", result.seconds["steps"])]
+    rows += [("I/O", k, v) for k, v in io.items()]
+    for group, name, seconds in rows:
+        print(f"  {group:>11}  {name:<42} {seconds:>7.2f} s {seconds / total:>6.1%}")
+    print(f"  {'total':>11}  {'':<42} {total:>7.2f} s")
+    return {"rows": [{"phase": g, "part": n, "seconds": v} for g, n, v in rows], "total": total}
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--parts", default="solve,layer,rounds", help="comma-separated: solve, layer, rounds")
@@ -248,6 +321,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--layer-repeats", type=int, default=2)
     p.add_argument("--layer-pattern", default="0.5")
     p.add_argument("--batch-size", type=int, default=4, help="sequences per forward mini-batch (layer part)")
+    p.add_argument("--round-layers", type=int, default=2)
+    p.add_argument("--round-samples", type=int, default=16)
+    p.add_argument("--round-seqlen", type=int, default=256)
+    p.add_argument("--round-steps", type=int, default=4)
     p.add_argument("--threads", type=int, default=1, help="torch threads (the machine is shared)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", help="also write the numbers to this JSON file")
@@ -265,6 +342,8 @@ def main(argv=None) -> dict:
         results["solve"] = bench_solve(args)
     if "layer" in parts:
         results["layer"] = bench_layer(args)
+    if "rounds" in parts:
+        results["rounds"] = bench_rounds(args)
     if args.json:
         import json
 

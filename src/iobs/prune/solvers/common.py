@@ -212,17 +212,22 @@ def lower_triangular_inverse(lower: torch.Tensor, leaf: int = 256) -> torch.Tens
 
     [[A, 0], [B, C]]^-1 = [[A^-1, 0], [-C^-1 B A^-1, C^-1]]: the off-diagonal block costs two triangular solves
     of half size and no explicit product with an inverse; leaves of <= `leaf` rows are solved against I.
-    torch has no trtri; solve_triangular(L, I) alone would cost c^3.
+    torch has no trtri; solve_triangular(L, I) alone would cost c^3. Written into one preallocated result.
     """
+    out = torch.zeros_like(lower)
+    _triangular_inverse_into(lower, out, leaf)
+    return out
+
+
+def _triangular_inverse_into(lower: torch.Tensor, out: torch.Tensor, leaf: int) -> None:
     n = lower.shape[0]
     if n <= leaf:
-        return torch.linalg.solve_triangular(lower, torch.eye(n, dtype=lower.dtype, device=lower.device),
-                                             upper=False)
+        out.copy_(torch.linalg.solve_triangular(lower, torch.eye(n, dtype=lower.dtype, device=lower.device),
+                                                upper=False))
+        return
     k = n // 2
-    out = torch.zeros_like(lower)
     a, b, c = lower[:k, :k], lower[k:, :k], lower[k:, k:]
-    out[:k, :k] = lower_triangular_inverse(a, leaf)
-    out[k:, k:] = lower_triangular_inverse(c, leaf)
+    _triangular_inverse_into(a, out[:k, :k], leaf)
+    _triangular_inverse_into(c, out[k:, k:], leaf)
     b_ainv = torch.linalg.solve_triangular(a, b, upper=False, left=False)  # X A = B
     out[k:, :k] = torch.linalg.solve_triangular(c, b_ainv, upper=False).neg_()
-    return out

@@ -162,7 +162,7 @@ def _sweep(original: torch.Tensor, w: torch.Tensor, h: torch.Tensor, factor: Inv
         w[:, dead] = dead_weights
     if exact_loss or original.dtype != torch.float32:
         return finish(original, w, keep, h)
-    pruned_weight = w.masked_fill(~keep, 0.0)
+    pruned_weight = w.masked_fill_(~keep, 0.0)
     delta = original.detach().float() - pruned_weight
     if any_dead:
         delta[:, dead] = 0.0
