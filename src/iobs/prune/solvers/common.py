@@ -166,7 +166,8 @@ def upper_inverse_factor(h: torch.Tensor, percdamp: float, max_damp_retries: int
     method "explicit" is the textbook route (and the project's before issue 13): cholesky(H_d), cholesky_inverse,
     cholesky of the inverse: 4c^3/3 flops. "triangular" never forms the inverse: with J the reversal
     permutation, J H_d J = L L^T gives H_d^-1 = (J L^-T J)(J L^-1 J), and J L^-1 J is upper triangular with a
-    positive diagonal, so it IS U (the Cholesky factor is unique): cholesky c^3/3 + triangular inverse c^3/3.
+    positive diagonal, so it IS U (the Cholesky factor is unique): cholesky c^3/3 (cholesky_in_place) +
+    triangular inverse c^3/3 (lower_triangular_inverse).
     Both are float32 to a few ulp of each other (about 1e-6 relative on OPT-125M Hessians), not bit-identical,
     which is enough to flip a few near-tie mask choices on a large layer. "auto" (default) takes "explicit" for
     in <= AUTO_EXPLICIT_MAX_COLS (bit-identical to the old solver at a few percent of the cost) and "triangular"
@@ -180,24 +181,29 @@ def upper_inverse_factor(h: torch.Tensor, percdamp: float, max_damp_retries: int
     if method == "auto":
         method = "explicit" if cols <= AUTO_EXPLICIT_MAX_COLS else "triangular"
     dead = h.diagonal() == 0
-    # One working copy, in the order the factorization wants it; dead inputs get H_ii = 1 (the protocol).
-    work = h.flip(0, 1) if method == "triangular" else h.clone()
-    diagonal = work.diagonal()
-    diagonal.masked_fill_(dead.flip(0) if method == "triangular" else dead, 1.0)
-    undamped = diagonal.clone()
-    scale = float(diagonal.mean())
+    fixed_diagonal = h.diagonal().masked_fill(dead, 1.0)  # dead inputs get H_ii = 1 (the protocol)
+    if method == "explicit":
+        explicit = h.clone()
+        explicit.diagonal().copy_(fixed_diagonal)
+        scale = float(explicit.diagonal().mean())  # the old code's reduction, for the same bits
+    else:
+        scale = float(fixed_diagonal.mean())
     relative = percdamp
     for attempt in range(max_damp_retries + 1):
         damping = relative * scale
-        diagonal.copy_(undamped).add_(damping)  # the same float32 sum h_ii + damp as h + damp * I
-        factor, info = torch.linalg.cholesky_ex(work)
-        if info == 0:
-            if method == "triangular":
-                upper = lower_triangular_inverse(factor).flip(0, 1)
-            else:
+        if method == "explicit":
+            explicit.diagonal().copy_(fixed_diagonal).add_(damping)  # the same float32 sums as h + damp * I
+            factor, info = torch.linalg.cholesky_ex(explicit)
+            if info == 0:
                 upper, info = torch.linalg.cholesky_ex(torch.cholesky_inverse(factor), upper=True)
-            if info == 0 and all_finite(upper):
-                return InverseFactor(upper=upper, dead=dead, damping=damping)
+        else:
+            work = h.flip(0, 1)  # J H J, a new tensor, factorized in place
+            work.diagonal().copy_(fixed_diagonal.flip(0)).add_(damping)
+            info = cholesky_in_place(work)
+            if info == 0:
+                upper = lower_triangular_inverse(work).flip(0, 1)
+        if info == 0 and all_finite(upper):
+            return InverseFactor(upper=upper, dead=dead, damping=damping)
         if attempt < max_damp_retries:
             next_relative = max(10 * relative, DEFAULT_PERCDAMP)
             log.warning("Hessian [%d, %d] is not positive definite with damping %.3g * mean(diag H); retrying with "
@@ -207,8 +213,34 @@ def upper_inverse_factor(h: torch.Tensor, percdamp: float, max_damp_retries: int
                     f"{relative:.3g} * mean(diag H); check the calibration activations or raise percdamp")
 
 
+def cholesky_in_place(a: torch.Tensor, block: int = 384) -> int:
+    """Lower Cholesky factor of symmetric a [n, n] float32, written over a's lower triangle (the strict upper
+    triangle outside the diagonal blocks is left stale: read the result as lower triangular). Returns 0, or the
+    1-based column where a is found not positive definite.
+
+    Right-looking by blocks: factor a diagonal block (LAPACK), one triangular solve for the panel below it, and
+    the trailing update L21 L21^T on the lower block triangle only. On one MKL thread this runs about 20%
+    faster than one cholesky call on the whole matrix (its trailing updates are closer to matmul speed).
+    """
+    n = a.shape[0]
+    for start in range(0, n, block):
+        end = min(start + block, n)
+        diagonal_block, info = torch.linalg.cholesky_ex(a[start:end, start:end])
+        if info:
+            return start + int(info)
+        a[start:end, start:end] = diagonal_block
+        if end < n:
+            panel = torch.linalg.solve_triangular(diagonal_block.T, a[end:, start:end], upper=True, left=False)
+            a[end:, start:end] = panel  # L21 with L21 L11^T = A21
+            for row in range(end, n, block):
+                row_end = min(row + block, n)
+                a[row:row_end, end:row_end].addmm_(panel[row - end:row_end - end], panel[:row_end - end].T, alpha=-1)
+    return 0
+
+
 def lower_triangular_inverse(lower: torch.Tensor, leaf: int = 256) -> torch.Tensor:
     """L^-1 for lower triangular L [n, n] float32 (a new tensor, lower triangular), c^3/3 flops in triangular solves.
+    Only the lower triangle of `lower` is read.
 
     [[A, 0], [B, C]]^-1 = [[A^-1, 0], [-C^-1 B A^-1, C^-1]]: the off-diagonal block costs two triangular solves
     of half size and no explicit product with an inverse; leaves of <= `leaf` rows are solved against I.
