@@ -448,3 +448,16 @@ def test_exact_count_selection_equals_a_stable_sort_with_ties():
             order = torch.argsort(scores.flatten(), stable=True)[:count]
             expected = torch.ones(35, dtype=torch.bool).index_fill_(0, order, False).reshape(5, 7)
             assert torch.equal(keep_all_but_lowest(scores, count), expected), (trial, count)
+
+
+def test_blocked_cholesky_in_place():
+    from iobs.prune.solvers.common import cholesky_in_place
+
+    _, h = pinned_case("plain", cols=50)
+    a = h + 0.01 * h.diagonal().mean() * torch.eye(50)
+    work = a.clone()
+    assert cholesky_in_place(work, block=8) == 0  # uneven last block
+    torch.testing.assert_close(work.tril(), torch.linalg.cholesky(a), rtol=1e-4, atol=1e-5)
+    indefinite = a.clone()
+    indefinite[30, 30] = -1.0
+    assert cholesky_in_place(indefinite, block=8) > 0

@@ -170,7 +170,8 @@ def walk_layers(model: nn.Module, input_ids: torch.Tensor, visit: Callable[[Laye
 def collect_hessians(model: nn.Module, input_ids: torch.Tensor, *, skip: Iterable[str] = (), batch_size: int = 1,
                      device: torch.device | str | None = None, offload_activations: bool = False,
                      progress: bool = False) -> dict[str, torch.Tensor]:
-    """Dense pass: every in-layer Linear's H = (2/N) sum X^T X (float32 [in, in], on CPU), model unchanged."""
+    """Dense pass: every in-layer Linear's H = (2/N) sum X^T X (float32 [in, in], on CPU), model unchanged.
+    Linears that read the same input (q/k/v, ...) map to the same tensor object."""
     hessians: dict[str, torch.Tensor] = {}
 
     def visit(step: LayerStep) -> None:
