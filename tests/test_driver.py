@@ -322,12 +322,20 @@ def old_flow_prune(model, ids, method, spec, batch_size=4):
     walk_layers(model, ids, visit, batch_size=batch_size, progress=False)
 
 
+@pytest.mark.parametrize("condition", ["dense", "already_sparse", "dead_inputs"])
 @pytest.mark.parametrize("spec", ["0.5", "2:4"])
 @pytest.mark.parametrize("family", FAMILIES)
-def test_pruned_model_equals_the_old_flow_bit_for_bit(make_tiny_model, calibration_ids, family, spec):
+def test_pruned_model_equals_the_old_flow_bit_for_bit(make_tiny_model, calibration_ids, family, spec, condition):
     """Shared Hessians, early stop and the group solve change no bit (at these widths the solver's auto route
-    is the old explicit one)."""
+    is the old explicit one), also on an already-sparse model (a later I-OBS round) and with dead inputs."""
+    if condition == "dead_inputs" and family != "opt":
+        pytest.skip("dead inputs are made through OPT's ReLU")
     new, old = make_tiny_model(family), make_tiny_model(family)
+    for model in (new, old):
+        if condition == "already_sparse":
+            prune_model(model, calibration_ids, "magnitude", "0.5", progress=False)
+        if condition == "dead_inputs":
+            _kill_fc1_units(model, slice(0, 40))
     prune_model(new, calibration_ids, "sparsegpt", spec, batch_size=2, progress=False)
     old_flow_prune(old, calibration_ids, "sparsegpt", spec, batch_size=2)
     for (name, a), (_, b) in zip(new.named_parameters(), old.named_parameters()):
