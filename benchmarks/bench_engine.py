@@ -157,7 +157,8 @@ def bench_solve(args) -> dict:
     print(f"{rows}x{cols} 0.5 GFLOP/s (nominal flops of the algorithm that ran): new {gflops['new']:.1f} "
           f"({gflops['new'] / mm:.0%} of matmul), explicit {gflops['explicit']:.1f} ({gflops['explicit'] / mm:.0%}), "
           f"baseline {gflops['old']:.1f} ({gflops['old'] / mm:.0%}); torch.mm 2048^3 {mm:.1f} GFLOP/s; "
-          f"new counted in the baseline's flops {gflops['new_in_old_flops']:.1f} ({gflops['new_in_old_flops'] / mm:.0%})")
+          f"new counted in the baseline's flops {gflops['new_in_old_flops']:.1f} "
+          f"({gflops['new_in_old_flops'] / mm:.0%})")
     print(f"  factorization of H [{cols}, {cols}]: triangular {statistics.median(factor_seconds['triangular']):.3f} s, "
           f"explicit {statistics.median(factor_seconds['explicit']):.3f} s")
     return {"solves": results, "gflops": gflops, "matmul_gflops": mm,

@@ -5,9 +5,9 @@ device, let a visitor inspect or change it, and re-run it to produce the next la
 the outputs of the already-modified layer l). prune_model and collect_hessians are visitors of it.
 
 Memory beyond the model's weights is about one layer's working set: the layer being processed, its Linears'
-Hessians (float32, [in, in] each) and the captured activations [N, L, hidden] in the model's dtype (on the
-compute device, or on CPU with offload_activations=True). The only per-family knowledge is
-iobs.models.families.decoder_layers.
+Hessians (float32 [in, in], one per distinct input: q/k/v share one, see iobs.prune.hessian.LayerHessians) and
+the captured activations [N, L, hidden] in the model's dtype (on the compute device, or on CPU with
+offload_activations=True). The only per-family knowledge is iobs.models.families.decoder_layers.
 """
 
 from __future__ import annotations

@@ -23,7 +23,8 @@ class SolveResult:
 
     weight: [out, in], dtype of the input weight, pruned entries exactly 0 (kept entries may also be 0, e.g. for dead
     inputs). mask: [out, in] bool, True = kept; sparsity is counted on the mask. loss: tr((W - W_hat) H (W - W_hat)^T)
-    with the undamped Hessian passed to the solver.
+    with the undamped Hessian passed to the solver (SparseGPT gets it from its OBS errors, equal to float32
+    rounding; see sparsegpt_prune).
     """
 
     weight: torch.Tensor
