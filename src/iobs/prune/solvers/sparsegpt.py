@@ -133,6 +133,7 @@ def _sweep(original: torch.Tensor, w: torch.Tensor, h: torch.Tensor, factor: Inv
         # Views made once per block: the loop below is Python-bound for OPT-125M shapes (B rank-1 updates of
         # [<= B, rows]), so every tensor created per column counts.
         block_rows, error_rows, pruned_rows = block.unbind(0), errors.unbind(0), pruned.unbind(0)
+        scratch = None if use_addmm else torch.empty_like(block)
         pivot_values = pivots.unbind(0)
         for i in range(width):
             if choose_groups and i % spec.m == 0:
@@ -149,8 +150,10 @@ def _sweep(original: torch.Tensor, w: torch.Tensor, h: torch.Tensor, factor: Inv
             if i + 1 < width:
                 if use_addmm:
                     block[i + 1:].addmm_(upper_block[i, i + 1:, None], error[None], alpha=-1)
-                else:
-                    block[i + 1:].sub_(upper_block[i, i + 1:, None] * error)
+                else:  # into a buffer made once: a fresh [B, rows] temporary per column costs page faults
+                    product = scratch[: width - i - 1]
+                    torch.mul(upper_block[i, i + 1:, None], error, out=product)
+                    block[i + 1:].sub_(product)
         if choose_groups:
             keep[:, start:end] = pruned.T == 0
         block.mul_(keep[:, start:end].T)                        # pruned entries exactly 0
