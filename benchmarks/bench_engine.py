@@ -348,6 +348,17 @@ def main(argv=None) -> dict:
         results["layer"] = bench_layer(args)
     if "rounds" in parts:
         results["rounds"] = bench_rounds(args)
+    print("\n== targets (issue 13), as measured in this run")
+    if "solve" in results:
+        worst = max(r["ratios"]["new"] for r in results["solve"]["solves"])
+        masks = sum(r["numerics_vs_baseline"]["new"]["mask_differences"] for r in results["solve"]["solves"])
+        share = results["solve"]["gflops"]["new"] / results["solve"]["matmul_gflops"]
+        print(f"  solve <= 0.5x the old solver on every shape and pattern: worst {worst:.2f}; mask entries differing "
+              f"from the old solver {masks} (0 with inverse='explicit')")
+        print(f"  solver >= 50% of matmul GFLOP/s on 768x3072: {share:.0%} (nominal flops of the algorithm that ran)")
+    if "layer" in results:
+        print("  decoder layer <= 0.7x the old flow: " + ", ".join(f"{family} {r['ratio']:.2f}"
+                                                              for family, r in results["layer"].items()))
     if args.json:
         import json
 
