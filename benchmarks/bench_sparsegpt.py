@@ -11,10 +11,12 @@ Reported per decoder layer: wall seconds (Hessian pass + solves + re-run), the s
 beside a plain torch matmul's GFLOP/s measured in the same run with the same thread count.
 
 Solver FLOP count for one Linear W [r, c] (nominal: the arithmetic of the algorithm, not of a given kernel):
-    H^-1 and its Cholesky factor: cholesky(H) c^3/3 + cholesky_inverse 2c^3/3 + cholesky(H^-1, upper) c^3/3 = 4c^3/3
+    the upper Cholesky factor of H^-1 (see iobs.prune.solvers.common.upper_inverse_factor): for in <= 1024 the
+        explicit route cholesky(H) c^3/3 + cholesky_inverse 2c^3/3 + cholesky(H^-1, upper) c^3/3 = 4c^3/3, above
+        it the triangular one, cholesky c^3/3 + triangular inverse c^3/3 = 2c^3/3
     column updates: every column j spreads its error over the c-1-j later columns of all r rows, 2 flops each,
         within the block (column by column) or lazily (one matmul per block): sum_j 2r(c-1-j) = r c (c-1)
-    total 4c^3/3 + r c (c-1); mask selection and the per-column error (O(r c)) are left out.
+    total 4c^3/3 (or 2c^3/3) + r c (c-1); mask selection and the per-column error (O(r c)) are left out.
 The forward passes (Hessian accumulation, 2 T c^2 per Linear for T tokens, included) are not counted.
 """
 
@@ -33,10 +35,12 @@ from iobs.prune.driver import prune_model
 from iobs.prune.solvers import solve
 from iobs.atomic import atomic_write_json
 from iobs.provenance import package_versions
+from iobs.prune.solvers.common import AUTO_EXPLICIT_MAX_COLS
 
 
 def sparsegpt_flops(rows: int, cols: int) -> float:
-    return 4 * cols**3 / 3 + rows * cols * (cols - 1)
+    factor = 4 * cols**3 / 3 if cols <= AUTO_EXPLICIT_MAX_COLS else 2 * cols**3 / 3
+    return factor + rows * cols * (cols - 1)
 
 
 def matmul_gflops(m: int, k: int, n: int, device: torch.device, repeats: int = 5) -> float:

@@ -26,6 +26,10 @@ from torch import nn
 from iobs.errors import DataError, IobsError
 
 
+class _NeverRaised(Exception):
+    """Placeholder for run_layer's `until`: nothing raises it."""
+
+
 class _StopForward(Exception):
     """Raised by the capture hook to end the model's forward once the first layer's inputs are known."""
 
@@ -198,21 +202,30 @@ def capture_first_layer_inputs(model: nn.Module, layers: nn.ModuleList, input_id
 
 @torch.no_grad()
 def run_layer(layer: nn.Module, inputs: CapturedInputs, device: torch.device, *, write_outputs: bool,
-              on_batch: Callable[[int], None] | None = None) -> None:
+              on_batch: Callable[[int], None] | None = None,
+              until: type[BaseException] | None = None) -> None:
     """Run `layer` (already on `device`) over all captured mini-batches.
 
     on_batch(number_of_sequences) is called before each mini-batch (Hessian hooks use it to count sequences).
+    until: an exception type that ends a mini-batch's forward early and is swallowed (hooks raise it once they
+    have what they need, e.g. iobs.prune.hessian.StopLayer); not allowed with write_outputs.
     With write_outputs the layer's outputs overwrite inputs.hidden batch by batch: they become the next
     layer's inputs (each batch's input is no longer needed once its output exists).
     """
+    if until is not None and write_outputs:
+        raise IobsError("run_layer: a forward stopped early has no outputs to write")
+    stop = until or _NeverRaised
     for sl, call in inputs.batches():
         if on_batch is not None:
             on_batch(sl.stop - sl.start)
         hidden = inputs.hidden[sl].to(device)
         args, kwargs = to_device(call.args, device), to_device(call.kwargs, device)
-        if call.hidden_as_kwarg:
-            out = layer(*args, hidden_states=hidden, **kwargs)
-        else:
-            out = layer(hidden, *args, **kwargs)
+        try:
+            if call.hidden_as_kwarg:
+                out = layer(*args, hidden_states=hidden, **kwargs)
+            else:
+                out = layer(hidden, *args, **kwargs)
+        except stop:
+            continue
         if write_outputs:
             inputs.hidden[sl] = first_tensor(out).to(inputs.hidden.device, inputs.hidden.dtype)

@@ -5,15 +5,16 @@ device, let a visitor inspect or change it, and re-run it to produce the next la
 the outputs of the already-modified layer l). prune_model and collect_hessians are visitors of it.
 
 Memory beyond the model's weights is about one layer's working set: the layer being processed, its Linears'
-Hessians (float32, [in, in] each) and the captured activations [N, L, hidden] in the model's dtype (on the
-compute device, or on CPU with offload_activations=True). The only per-family knowledge is
-iobs.models.families.decoder_layers.
+Hessians (float32 [in, in], one per distinct input: q/k/v share one, see iobs.prune.hessian.LayerHessians) and
+the captured activations [N, L, hidden] in the model's dtype (on the compute device, or on CPU with
+offload_activations=True). The only per-family knowledge is iobs.models.families.decoder_layers.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import inspect
+import logging
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -26,9 +27,11 @@ from tqdm.auto import tqdm
 from iobs.errors import ConfigError, IobsError
 from iobs.models.families import decoder_layers
 from iobs.prune.capture import CapturedInputs, capture_first_layer_inputs, run_layer
-from iobs.prune.hessian import hessian_hooks
-from iobs.prune.solvers import SOLVERS, solve
+from iobs.prune.hessian import LayerHessians, StopLayer
+from iobs.prune.solvers import SOLVERS, solve, solve_group
 from iobs.prune.sparsity import SparsitySpec
+
+log = logging.getLogger("iobs")
 
 
 @dataclass
@@ -48,9 +51,10 @@ class LayerStep:
 
 @dataclass
 class WalkResult:
-    outputs: CapturedInputs  # the last layer's outputs: hidden [N, L, hidden] in the model's dtype
+    outputs: CapturedInputs  # the last layer's outputs (its inputs when rerun_last=False): hidden [N, L, hidden]
     capture_seconds: float
     layer_seconds: list[float]  # visit + re-run, per layer
+    rerun_seconds: list[float] = field(default_factory=list)  # the re-run alone, per layer (0 when skipped)
 
 
 @dataclass
@@ -58,8 +62,9 @@ class LinearReport:
     name: str
     shape: tuple[int, int]  # (out_features, in_features)
     loss: float  # the solver's layer-wise reconstruction loss
-    sparsity: float  # fraction of exact zeros in the written weight
-    seconds: float  # solve + write time (the Hessian pass is counted in the layer's time)
+    sparsity: float  # achieved: fraction of exact zeros in the written weight (above the target with dead inputs)
+    seconds: float  # solve + write time (a shared solve split by rows; the Hessian pass is in the layer's time)
+    dead_inputs: int = 0  # inputs never active in calibration (H_ii = 0); SparseGPT/OBC zero their weights
 
 
 @dataclass
@@ -73,6 +78,8 @@ class PruneReport:
     total_seconds: float
     peak_memory_mb: float
     peak_memory_kind: str  # "process_max_rss" (lifetime peak of this process) or "cuda_max_allocated"
+    # per decoder layer: "hessians" (the forward that feeds them), "solves", "rerun" (0 for the last layer)
+    phase_seconds: dict[str, list[float]] = field(default_factory=dict)
     masks: dict[str, torch.Tensor] = field(default_factory=dict)  # name -> bool [out, in] on CPU, True = kept
 
     def to_dict(self) -> dict[str, Any]:
@@ -120,13 +127,14 @@ def _layer_names(model: nn.Module, layers: nn.ModuleList) -> list[str]:
 @torch.no_grad()
 def walk_layers(model: nn.Module, input_ids: torch.Tensor, visit: Callable[[LayerStep], None], *,
                 batch_size: int = 1, device: torch.device | str | None = None, offload_activations: bool = False,
-                progress: bool = True, description: str = "layers") -> WalkResult:
+                progress: bool = True, description: str = "layers", rerun_last: bool = True) -> WalkResult:
     """Visit every decoder layer in order with its (sequentially updated) calibration inputs.
 
     input_ids: Tensor[N, L] int64, processed in mini-batches of batch_size sequences. Each layer is moved to
     `device` for its visit and moved back after; the rest of the model stays where it is. The visitor may change
     the layer's weights; the layer is then re-run and its outputs become the next layer's inputs.
-    Returns the last layer's outputs and timings.
+    Returns the last layer's outputs and timings. rerun_last=False skips the last layer's re-run, for callers
+    that do not use its outputs (prune_model).
     """
     layers = decoder_layers(model)
     compute = resolve_device(model, device)
@@ -134,7 +142,7 @@ def walk_layers(model: nn.Module, input_ids: torch.Tensor, visit: Callable[[Laye
     names = _layer_names(model, layers)
     was_training = model.training
     model.eval()
-    layer_seconds = []
+    layer_seconds, rerun_seconds = [], []
     try:
         start = time.perf_counter()
         inputs = capture_first_layer_inputs(model, layers, input_ids, batch_size=batch_size, device=compute,
@@ -147,25 +155,30 @@ def walk_layers(model: nn.Module, input_ids: torch.Tensor, visit: Callable[[Laye
             layer.to(compute)
             try:
                 visit(LayerStep(index, names[index], layer, inputs, compute))
-                run_layer(layer, inputs, compute, write_outputs=True)
+                rerun = time.perf_counter()
+                if rerun_last or index < len(layers) - 1:
+                    run_layer(layer, inputs, compute, write_outputs=True)
+                rerun_seconds.append(time.perf_counter() - rerun)
             finally:
                 layer.to(home)
             layer_seconds.append(time.perf_counter() - start)
     finally:
         model.train(was_training)
-    return WalkResult(inputs, capture_seconds, layer_seconds)
+    return WalkResult(inputs, capture_seconds, layer_seconds, rerun_seconds)
 
 
 def collect_hessians(model: nn.Module, input_ids: torch.Tensor, *, skip: Iterable[str] = (), batch_size: int = 1,
                      device: torch.device | str | None = None, offload_activations: bool = False,
                      progress: bool = False) -> dict[str, torch.Tensor]:
-    """Dense pass: every in-layer Linear's H = (2/N) sum X^T X (float32 [in, in], on CPU), model unchanged."""
+    """Dense pass: every in-layer Linear's H = (2/N) sum X^T X (float32 [in, in], on CPU), model unchanged.
+    Linears that read the same input (q/k/v, ...) map to the same tensor object."""
     hessians: dict[str, torch.Tensor] = {}
 
     def visit(step: LayerStep) -> None:
-        with hessian_hooks(prunable_linears(step.layer, step.name, skip), step.device) as (accs, set_batch):
-            step.forward(on_batch=set_batch)
-        hessians.update({name: acc.hessian.cpu() for name, acc in accs.items()})
+        layer_hessians = layer_hessians_of(step, prunable_linears(step.layer, step.name, skip))
+        for group in layer_hessians.groups:  # Linears reading the same input share one CPU tensor
+            shared = layer_hessians.hessian(group[0]).cpu()
+            hessians.update({name: shared for name in group})
 
     walk_layers(model, input_ids, visit, batch_size=batch_size, device=device,
                 offload_activations=offload_activations, progress=progress, description="hessians")
@@ -223,38 +236,94 @@ def prune_model(model: nn.Module, input_ids: torch.Tensor, method: str, sparsity
     counts = {"zeros": 0, "weights": 0}
     masks: dict[str, torch.Tensor] = {}
 
+    phases: dict[str, list[float]] = {"hessians": [], "solves": [], "rerun": []}
+
     def visit(step: LayerStep) -> None:
+        t0 = time.perf_counter()
         linears = prunable_linears(step.layer, step.name, skip)
-        with hessian_hooks(linears, step.device) as (accumulators, set_batch):
-            step.forward(on_batch=set_batch)
-        for name, linear in linears.items():
-            t0 = time.perf_counter()
-            hessian = accumulators.pop(name).hessian  # freed after this Linear's solve
-            if fixed_masks is not None:
-                if name not in fixed_masks:
-                    raise IobsError(f"no fixed mask for '{name}': the masks come from another model or skip list")
-                options["mask"] = fixed_masks[name].to(step.device, torch.bool)
-            result = solver(method, linear.weight.detach().float(), hessian, spec, **options)
+        layer_hessians = layer_hessians_of(step, linears)
+        phases["hessians"].append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        for name, linear, result, seconds, dead in prune_layer(layer_hessians, method, spec, options=options,
+                                                               solver=solver, fixed_masks=fixed_masks):
+            t1 = time.perf_counter()
             linear.weight.copy_(result.weight)  # keeps the Parameter (and any optimizer state) and its dtype
             zeros = int((linear.weight == 0).sum())
             counts["zeros"] += zeros
             counts["weights"] += linear.weight.numel()
-            linear_reports.append(LinearReport(name, tuple(linear.weight.shape), float(result.loss),
-                                               zeros / linear.weight.numel(), time.perf_counter() - t0))
+            achieved = zeros / linear.weight.numel()
+            if dead:  # a warning when it takes the Linear beyond its target (issue 10), else a note
+                beyond = achieved > spec.fraction + 0.5 / linear.weight.numel()
+                log.log(logging.WARNING if beyond else logging.INFO,
+                        "%s: %d of %d inputs were never active in calibration (H_ii = 0)%s; achieved sparsity "
+                        "%.4f for target %s", name, dead, linear.in_features,
+                        ", so the layer is pruned to 100%" if dead == linear.in_features else
+                        " and their weights are zeroed" if method in ("sparsegpt", "obc") else "",
+                        achieved, spec.label)
+            linear_reports.append(LinearReport(name, tuple(linear.weight.shape), float(result.loss), achieved,
+                                               seconds + time.perf_counter() - t1, dead_inputs=dead))
             if keep_masks:
                 masks[name] = result.mask.detach().to("cpu", torch.bool)
             if on_linear is not None:
                 on_linear(name, linear, result)
-            del hessian, result
+            del result
+        phases["solves"].append(time.perf_counter() - t0)
 
     start = time.perf_counter()
     walk = walk_layers(model, input_ids, visit, batch_size=batch_size, device=compute,
                        offload_activations=offload_activations, progress=progress,
-                       description=f"{method} {spec.label}")
+                       description=f"{method} {spec.label}", rerun_last=False)
     total_seconds = time.perf_counter() - start
+    phases["rerun"] = walk.rerun_seconds
 
     peak, kind = _peak_memory(compute)
     return PruneReport(method=method, sparsity=spec.label, linears=linear_reports,
                        layer_seconds=walk.layer_seconds, capture_seconds=walk.capture_seconds,
                        total_sparsity=counts["zeros"] / counts["weights"], total_seconds=total_seconds,
-                       peak_memory_mb=peak, peak_memory_kind=kind, masks=masks)
+                       peak_memory_mb=peak, peak_memory_kind=kind, phase_seconds=phases, masks=masks)
+
+
+def layer_hessians_of(step: LayerStep, linears: dict[str, nn.Linear], *, stop_early: bool = True,
+                      symmetric: bool = True) -> LayerHessians:
+    """One forward of the layer over all calibration inputs, feeding one Hessian per distinct Linear input."""
+    layer_hessians = LayerHessians(linears, step.device, stop_early=stop_early, symmetric=symmetric)
+    with layer_hessians.hooks():
+        run_layer(step.layer, step.inputs, step.device, write_outputs=False, on_batch=layer_hessians.start_batch,
+                  until=StopLayer)
+    return layer_hessians
+
+
+def prune_layer(layer_hessians: LayerHessians, method: str, spec: SparsitySpec, *, options: dict | None = None,
+                solver: SolveFn | None = None, fixed_masks: dict[str, torch.Tensor] | None = None
+                ) -> list[tuple[str, nn.Linear, Any, float, int]]:
+    """Solve every Linear of one layer from its (shared) Hessian; nothing is written to the model.
+
+    Returns (name, linear, result, seconds, dead_inputs) in the layer's module order. Linears that read the same
+    input share one Hessian tensor and, with the default solver, one factorization (solve_group); a given
+    `solver` (signature of solve) is called once per Linear with that shared tensor. seconds: the group's solve
+    time split in proportion to the rows. fixed_masks as in prune_model.
+    """
+    options = dict(options or {})
+    results: dict[str, tuple[Any, float, int]] = {}
+    for group in layer_hessians.groups:
+        hessian = layer_hessians.hessian(group[0])
+        dead = int((hessian.diagonal() == 0).sum())
+        members = [layer_hessians.linears[name] for name in group]
+        masks = None
+        if fixed_masks is not None:
+            missing = [name for name in group if name not in fixed_masks]
+            if missing:
+                raise IobsError(f"no fixed mask for '{missing[0]}': the masks come from another model or skip list")
+            masks = [fixed_masks[name].to(hessian.device, torch.bool) for name in group]
+        t0 = time.perf_counter()
+        weights = [linear.weight.detach().float() for linear in members]
+        if solver is None:
+            solved = solve_group(method, weights, hessian, spec, masks=masks, **options)
+        else:
+            solved = [solver(method, w, hessian, spec, **options, **({"mask": masks[k]} if masks else {}))
+                      for k, w in enumerate(weights)]
+        seconds = time.perf_counter() - t0
+        rows = sum(linear.out_features for linear in members)
+        for name, linear, result in zip(group, members, solved, strict=True):
+            results[name] = (result, seconds * linear.out_features / rows, dead)
+    return [(name, linear, *results[name]) for name, linear in layer_hessians.linears.items()]

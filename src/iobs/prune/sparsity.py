@@ -123,7 +123,20 @@ def lowest_scores_mask(scores: torch.Tensor, spec: SparsitySpec, scope: str = "l
 
 
 def keep_all_but_lowest(scores: torch.Tensor, count: int) -> torch.Tensor:
-    """Keep-mask (bool, shape of scores) that prunes exactly `count` entries: the lowest scores, ties by position."""
-    lowest = torch.argsort(scores.flatten(), stable=True)[:count]
-    return torch.ones(scores.numel(), dtype=torch.bool, device=scores.device).index_fill_(0, lowest, False) \
-        .reshape(scores.shape)
+    """Keep-mask (bool, shape of scores) that prunes exactly `count` entries: the lowest scores, ties by position.
+
+    Same result as pruning the first `count` entries of a stable argsort of scores.flatten(), without the sort:
+    the count-th lowest value t (a selection, O(numel)) splits the entries into < t (all pruned), > t (all kept)
+    and == t, of which the first count - #(< t) by position are pruned. scores must not hold NaN.
+    """
+    flat = scores.flatten()
+    if count <= 0:
+        return torch.ones(scores.shape, dtype=torch.bool, device=scores.device)
+    if count >= flat.numel():
+        return torch.zeros(scores.shape, dtype=torch.bool, device=scores.device)
+    threshold = flat.kthvalue(count).values
+    keep = flat > threshold
+    tied = flat == threshold
+    missing = count - (flat.numel() - int(keep.sum()) - int(tied.sum()))  # how many of the ties are pruned
+    keep |= tied & (tied.cumsum(0) > missing)
+    return keep.reshape(scores.shape)

@@ -14,7 +14,7 @@ from iobs.errors import ConfigError
 from iobs.prune.solvers.common import SolveResult
 from iobs.prune.solvers.obc import obc_prune
 from iobs.prune.solvers.scoring import magnitude_prune, wanda_prune
-from iobs.prune.solvers.sparsegpt import sparsegpt_prune
+from iobs.prune.solvers.sparsegpt import sparsegpt_prune, sparsegpt_prune_group
 from iobs.prune.sparsity import SparsitySpec
 
 SOLVERS: dict[str, Callable[..., SolveResult]] = {
@@ -24,20 +24,51 @@ SOLVERS: dict[str, Callable[..., SolveResult]] = {
     "obc": obc_prune,
 }
 
-__all__ = ["SOLVERS", "SolveResult", "solve", "magnitude_prune", "wanda_prune", "sparsegpt_prune", "obc_prune"]
+# Methods that can share work between Linears reading the same input: (weights, hessian, spec, masks=..., **options)
+# -> one SolveResult per weight, each identical to SOLVERS[method] on that weight alone.
+GROUP_SOLVERS: dict[str, Callable[..., list[SolveResult]]] = {
+    "sparsegpt": sparsegpt_prune_group,
+}
+
+__all__ = ["SOLVERS", "GROUP_SOLVERS", "SolveResult", "solve", "solve_group", "magnitude_prune", "wanda_prune",
+           "sparsegpt_prune", "obc_prune"]
 
 
 def solve(method: str, weight: torch.Tensor, hessian: torch.Tensor, spec: SparsitySpec | str | float,
           **options) -> SolveResult:
     """Prune one layer with SOLVERS[method]; unknown methods or options raise a one-line ConfigError."""
+    solver = _solver(method)
+    _check_options(method, solver, options)
+    if not isinstance(spec, SparsitySpec):
+        spec = SparsitySpec.parse(spec)
+    return solver(weight, hessian, spec, **options)
+
+
+def solve_group(method: str, weights: list[torch.Tensor], hessian: torch.Tensor, spec: SparsitySpec | str | float,
+                *, masks: list[torch.Tensor] | None = None, **options) -> list[SolveResult]:
+    """Prune several Linears that read the same input (one shared hessian [in, in]); one result per weight,
+    each equal to solve(method, weight, hessian, spec, mask=..., **options). masks: fixed masks, one per weight.
+    Methods in GROUP_SOLVERS share their factorization; the others are solved one by one."""
+    solver = _solver(method)
+    _check_options(method, solver, {**options, **({"mask": None} if masks is not None else {})})
+    if not isinstance(spec, SparsitySpec):
+        spec = SparsitySpec.parse(spec)
+    if method in GROUP_SOLVERS:
+        return GROUP_SOLVERS[method](weights, hessian, spec, masks=masks, **options)
+    if masks is None:
+        return [solver(w, hessian, spec, **options) for w in weights]
+    return [solver(w, hessian, spec, mask=m, **options) for w, m in zip(weights, masks, strict=True)]
+
+
+def _solver(method: str) -> Callable[..., SolveResult]:
     if method not in SOLVERS:
         raise ConfigError(f"unknown pruning method {method!r}; choose one of {', '.join(sorted(SOLVERS))}")
-    solver = SOLVERS[method]
+    return SOLVERS[method]
+
+
+def _check_options(method: str, solver: Callable[..., SolveResult], options: dict) -> None:
     accepted = [name for name, p in inspect.signature(solver).parameters.items() if p.kind is p.KEYWORD_ONLY]
     unknown = sorted(set(options) - set(accepted))
     if unknown:
         raise ConfigError(f"unknown option(s) {', '.join(unknown)} for pruning method {method!r}; "
                           f"it accepts {', '.join(accepted)}")
-    if not isinstance(spec, SparsitySpec):
-        spec = SparsitySpec.parse(spec)
-    return solver(weight, hessian, spec, **options)
