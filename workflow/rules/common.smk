@@ -5,15 +5,39 @@ import sys
 sys.path.insert(0, f"{workflow.basedir}/src")
 
 try:
-    from iobs.config import validate_config
+    from iobs.config import check_config_files, validate_config
     from iobs.errors import ConfigError
+    from iobs.models.positions import check_planned_positions
 except ImportError as err:
     sys.exit(f"iobs cannot be imported ({err}): run `make setup` or `pip install -e .` first")
 
+
+
+def config_error(err):
+    """One line and exit status 2, before any job starts (Snakemake prints no traceback for a SystemExit)."""
+    print(f"config error: {err}", file=sys.stderr)
+    sys.exit(2)
+
+
+# Every config file is parsed strictly first (syntax errors with file, line and column; duplicate keys), since
+# Snakemake's own loader lets a repeated key replace the first one silently.
+# `--configfile X` replaces the embedded default instead of being merged into it (the paper's config is complete).
 try:
-    validate_config(config)
+    CONFIG_WHERE = check_config_files([*(() if workflow.overwrite_configfiles else ("config.yaml",)),
+                                       *workflow.overwrite_configfiles])
 except ConfigError as err:
-    sys.exit(f"config error: {err}")
+    config_error(err)
+
+if not workflow.overwrite_configfiles:
+
+    configfile: "config.yaml"
+
+
+try:
+    validate_config(config, where=CONFIG_WHERE)
+    check_planned_positions(config)
+except ConfigError as err:
+    config_error(err)
 
 JOB_SCRIPT = "../scripts/job.py"
 ENV = "../envs/iobs.yaml"

@@ -57,8 +57,21 @@ def _tokenizer_for(ctx: JobContext):
     if ctx.input.get("tokenizer"):
         return load_tokenizer(ctx.input["tokenizer"], key="tokenizer input")
     if ctx.params.get("tokenizer"):
-        return load_tokenizer(ctx.params["tokenizer"], key=ctx.params.get("tokenizer_key", "tokenizer"))
+        return load_tokenizer(ctx.params["tokenizer"], key=_model_key(ctx))
     raise DataError(f"job {ctx.name} needs a tokenizer: give a 'tokenizer' input directory or param (hub id)")
+
+
+def _model_key(ctx: JobContext) -> str:
+    """The config key that named the hub id or path of param `tokenizer`: rules key streams and calibration batches of
+    an existing model by its name (wildcard tok), and the model's path wins over its hub id (see common.smk)."""
+    from iobs.models.load import looks_local
+
+    if ctx.params.get("tokenizer_key"):
+        return ctx.params["tokenizer_key"]
+    tok = ctx.wildcards.get("tok")
+    if not tok:
+        return "tokenizer"
+    return f"models.{tok}.path" if looks_local(ctx.params["tokenizer"]) else f"models.{tok}.hub"
 
 
 def _source_spec(ctx: JobContext) -> tuple[dict, str]:
@@ -105,6 +118,11 @@ def calibration(ctx: JobContext) -> dict:
     """
     p = ctx.params
     count, length, seed = int(p.get("num_windows", 128)), int(p.get("length", 2048)), int(p.get("seed", 0))
+    if p.get("tokenizer"):  # an existing model: its windows must fit in its positions (checked before any pruning)
+        from iobs.models.positions import check_positions, fetch_max_positions
+
+        check_positions(ctx.wildcards.get("tok", str(p["tokenizer"])), _model_key(ctx),
+                        fetch_max_positions(str(p["tokenizer"])), {"calibration.length": length})
     if ctx.input.get("tokens"):
         windows = calibration_batch(load_stream(ctx.input["tokens"]), count, length, seed, int(p.get("round_index", 0)))
         mode = "stream"
