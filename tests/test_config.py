@@ -97,7 +97,7 @@ def _file_error(tmp_path, text: str, name: str = "c.yaml") -> str:
 
 GAUSS = "synthetic:\n  experiments:\n    g: {prior: gaussian, n: 10, d: 5, k_true: 2, k: 3}\n"
 TINY_LM = GAUSS + ("models:\n  m: {family: opt}\ncalibration: {source: {kind: stdlib}, length: 256}\n"
-                   "eval: {seqlen: 256, sets: {s: {test: {kind: stdlib}}}}\n")
+                   "eval: {seqlen: 256, sets: {s: {valid: {kind: stdlib, split: valid}}}}\n")
 
 
 def test_tab_indent_names_file_line_column_and_the_fix(tmp_path):
@@ -199,6 +199,16 @@ def test_non_finite_numbers_are_rejected_without_a_file():
 ])
 def test_lengths_longer_than_a_tiny_models_positions_are_rejected(tmp_path, text, expected):
     assert _file_error(tmp_path, text) == expected
+
+
+def test_rounds_need_a_validation_split_to_pick_the_best_round(tmp_path):
+    message = _file_error(tmp_path, TINY_LM.replace("valid: {kind: stdlib, split: valid}", "test: {kind: stdlib}"))
+    assert message == ("eval.sets: no set has a 'valid' split, which the report needs to choose each I-OBS variant's "
+                       "best round: add one, e.g. eval.sets.<name>.valid, or set iterative.rounds: 0")
+    rounds_off = tmp_path / "off.yaml"
+    rounds_off.write_text(TINY_LM.replace("valid: {kind: stdlib, split: valid}", "test: {kind: stdlib}")
+                          + "iterative: {rounds: 0}\n")
+    check_files([rounds_off])
 
 
 def test_tiny_default_positions_match_the_pretraining_defaults():

@@ -287,6 +287,10 @@ def _check_consistency(config: dict) -> None:
         if not config.get("eval", {}).get("sets"):
             raise ConfigError("eval.sets is required when models are configured (e.g. wikitext2: {test: {kind: "
                               "wikitext2, split: test}})")
+        if config.get("iterative", {}).get("rounds", 0) >= 1 and \
+                not any("valid" in splits for splits in config["eval"]["sets"].values()):
+            raise ConfigError("eval.sets: no set has a 'valid' split, which the report needs to choose each I-OBS "
+                              "variant's best round: add one, e.g. eval.sets.<name>.valid, or set iterative.rounds: 0")
     for key in ("pruning", "iterative"):
         for text in config.get(key, {}).get("sparsities", []):
             if ":" in text:
