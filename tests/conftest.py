@@ -58,3 +58,36 @@ def offline_data_errors(script: str, tmp_path) -> tuple[list[str], str]:
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf"))
     out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
     return [line for line in out.stdout.splitlines() if line.startswith("DataError:")], out.stdout + out.stderr
+
+
+# ---- the miniature DAG: one end-to-end Snakemake run shared by every test that reads its results ----------------
+def run_snakemake(workdir, *args: str, timeout: int = 1200, env: dict | None = None, new_session: bool = False):
+    """Snakemake on the repository's Snakefile in `workdir` (with its config.yaml), the venv's bin first on PATH;
+    new_session: in a process group of its own (that a test may kill whole)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root, bin_dir = Path(__file__).resolve().parents[1], Path(sys.executable).parent
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}", "HF_HUB_OFFLINE": "1",
+           **(env or {})}
+    cmd = [str(bin_dir / "snakemake"), "--snakefile", str(root / "Snakefile"), "--directory", str(workdir),
+           "--configfile", str(Path(workdir) / "config.yaml"), *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env,
+                          start_new_session=new_session)
+
+
+@pytest.fixture(scope="session")
+def finished_run(tmp_path_factory):
+    """The workdir of a finished run of tests/data/tiny_config.yaml (the whole DAG). Read it; to change it, copy it
+    first (shutil.copytree keeps Snakemake's metadata, which names files relative to the workdir)."""
+    import sysconfig
+    from pathlib import Path
+
+    workdir = tmp_path_factory.mktemp("dag")
+    text = (Path(__file__).parent / "data" / "tiny_config.yaml").read_text()
+    (workdir / "config.yaml").write_text(text.replace("STDLIB", sysconfig.get_paths()["stdlib"]))
+    proc = run_snakemake(workdir, "--cores", "2")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return workdir
