@@ -254,6 +254,17 @@ def test_a_path_models_positions_are_checked_while_planning(tmp_path):
         check_planned_positions(config)
 
 
+def test_a_missing_model_path_is_named_while_planning(tmp_path):
+    from iobs.models.positions import check_planned_positions
+
+    config = {"models": {"big": {"path": str(tmp_path / "absent"), "hub": "facebook/opt-125m"}}}
+    with pytest.raises(ConfigError) as info:
+        check_planned_positions(config)
+    assert str(info.value) == (f"models.big.path: {tmp_path / 'absent'} is not a directory (relative paths start at "
+                               f"the working directory {Path.cwd()}): set models.big.path to a folder written by "
+                               "save_pretrained (or remove it to load models.big.hub)")
+
+
 def test_unknown_hub_positions_are_left_to_the_job(tmp_path, monkeypatch):
     from iobs.models.positions import check_planned_positions
 
@@ -314,3 +325,18 @@ def test_config_files_can_be_checked_before_snakemake_reads_them(tmp_path):
                                    "indent with spaces, not tabs")
     assert subprocess.run([sys.executable, "-m", "iobs.config", str(ROOT / "config.yaml")],
                           capture_output=True, timeout=60).returncode == 0
+
+
+def test_a_notebook_opened_by_hand_without_results_says_what_to_do(tmp_path, monkeypatch):
+    from iobs.notebooks import standalone
+
+    monkeypatch.delenv("IOBS_WORKDIR", raising=False)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match=r"^no results/ folder in .* or above: run the pipeline first \(make run\)"):
+        standalone("lm_figures")
+    (tmp_path / "results").mkdir()
+    (tmp_path / "config.yaml").write_text(TINY_LM)
+    with pytest.raises(ConfigError) as info:
+        standalone("lm_figures")
+    assert str(info.value).startswith(f"{tmp_path}/results/tables/pruning.csv (an input of notebook rule lm_figures) "
+                                      "does not exist: run the pipeline first")

@@ -7,6 +7,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -115,3 +116,24 @@ def test_a_run_killed_while_a_round_saves_resumes_with_one_command(finished_run,
     assert not list(folder.glob(".model.*")), "the killed save's staging folder is cleaned up"
     assert table.stat().st_mtime_ns > table_before  # the tables were remade from the redone round
     assert "Nothing to be done" in _snakemake(workdir, "-n", "--cores", "1").stdout
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, tables", [
+    ("pruning", ["llm_table.csv", "methods.csv", "controls.csv", "mask_dynamics.csv", "paper_vs_run.csv"]),
+    ("synthetic", ["synthetic_final.csv", "synthetic_rates.csv"]),
+])
+def test_a_notebook_runs_by_hand_on_the_results(finished_run, tmp_path, name, tables):
+    """Opened without Snakemake (no `snakemake` object), a notebook reads the same inputs from results/ and makes the
+    same tables, written beside, not over, the DAG's."""
+    out = tmp_path / "out"
+    env = {**os.environ, "IOBS_WORKDIR": str(finished_run), "IOBS_NOTEBOOK_OUT": str(out)}
+    jupyter = Path(sys.executable).with_name("jupyter")
+    proc = subprocess.run([str(jupyter), "nbconvert", "--to", "notebook", "--execute", "--output-dir", str(tmp_path),
+                           "--output", "executed", str(ROOT / "notebooks" / f"{name}.py.ipynb")],
+                          capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    for table in tables:
+        pd.testing.assert_frame_equal(pd.read_csv(out / table),
+                                      pd.read_csv(finished_run / "results" / "tables" / table), check_exact=False)
+    assert list((out / "figures").glob("*.png"))

@@ -8,6 +8,7 @@ try:
     from iobs.config import check_config_files, validate_config
     from iobs.errors import ConfigError
     from iobs.models.positions import check_planned_positions
+    from iobs.notebooks import round_metrics_paths as notebook_round_metrics
 except ImportError as err:
     sys.exit(f"iobs cannot be imported ({err}): run `make setup` or `pip install -e .` first")
 
@@ -174,9 +175,9 @@ def lm_targets():
 
 
 def round_metrics_paths():
-    """metrics.json of every I-OBS and control round (their mask dynamics); one-shot jobs have none."""
-    paths = (prune_metrics_path(*m) for m in evaluated_models() if int(m[3]) >= 1)
-    return sorted({p for p in paths if p})
+    """metrics.json of every I-OBS and control round (their mask dynamics); one-shot jobs have none. The notebook
+    gets the same list when opened by hand (iobs.notebooks)."""
+    return notebook_round_metrics(config, RESULTS)
 
 
 def report_targets():

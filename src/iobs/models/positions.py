@@ -81,11 +81,16 @@ def check_positions(model: str, model_key: str, limit: tuple[int, str] | None, l
 
 
 def check_planned_positions(config: dict) -> None:
-    """While planning: every hub/path model whose config.json is on disk against calibration.length, eval.seqlen."""
+    """While planning: a models.<name>.path must be a directory, and every hub/path model whose config.json is on
+    disk must have positions for calibration.length and eval.seqlen."""
     lengths = {key: length for key, (_, length) in sequence_lengths(config).items()}
     for name, spec in config.get("models", {}).items():
         source = spec.get("path") or spec.get("hub")
         if "family" in spec or not source:
             continue
         key = f"models.{name}.path" if spec.get("path") else f"models.{name}.hub"
+        if spec.get("path") and not Path(os.path.expanduser(spec["path"])).is_dir():
+            hub = f" (or remove it to load models.{name}.hub)" if spec.get("hub") else ""
+            raise ConfigError(f"{key}: {spec['path']} is not a directory (relative paths start at the working "
+                              f"directory {Path.cwd()}): set {key} to a folder written by save_pretrained{hub}")
         check_positions(name, key, read_max_positions(source), lengths)
