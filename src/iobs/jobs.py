@@ -131,6 +131,13 @@ def mark_started(output: dict[str, Any]) -> None:
         marker.write_bytes(b"")
 
 
+def _unmark(output: dict[str, Any]) -> None:
+    """A job that failed (rather than being killed) leaves no provenance, not even the empty marker."""
+    marker = Path(output["provenance"]) if "provenance" in output else None
+    if marker is not None and marker.is_file() and marker.stat().st_size == 0:
+        marker.unlink()
+
+
 def run_from_snakemake(smk) -> None:
     """Entry point for workflow/scripts/job.py: build the context from Snakemake's object and run the job."""
     log_path = smk.log[0] if len(smk.log) else None
@@ -146,10 +153,12 @@ def run_from_snakemake(smk) -> None:
         mark_started(ctx.output)
         run_job(ctx, spec, log_path)
     except IobsError as err:
+        _unmark(ctx.output)
         log.error("%s", err)
         print(f"iobs error in rule {smk.rule}: {err}", file=sys.stderr)
         sys.exit(1)
     except Exception as err:  # a bug: keep the traceback in the log, one line on the console
+        _unmark(ctx.output)
         log.error("unexpected failure:\n%s", traceback.format_exc())
         print(f"iobs: rule {smk.rule} failed unexpectedly ({type(err).__name__}: {err}); traceback in {log_path}",
               file=sys.stderr)
