@@ -151,14 +151,15 @@ for job, params, tok in [
 
 
 def test_an_unloadable_tokenizer_names_the_models_config_key(tmp_path):
-    """Rules pass an existing model's hub id or path as param `tokenizer`: the message names models.<name>.hub/path,
-    not a key called 'tokenizer' that the config does not have."""
+    """Rules pass an existing model's hub id or path as param `tokenizer`: the message names the hub id and the key
+    that fixes it (models.<name>.path, a local copy), not a key called 'tokenizer' that the config does not have."""
     script = TOKENIZE_OFFLINE.replace("__file__", repr(str(tmp_path / "text.txt"))).replace(
         "sys.argv[1]", repr(str(tmp_path)))
     (tmp_path / "text.txt").write_text('{"text": "some text"}\n' * 50)
     lines, output = offline_data_errors(script, tmp_path)
     assert len(lines) == 3, output
-    assert "set models.opt125m.hub to a local directory" in lines[0] and "offline mode is on" in lines[0]
+    assert "tokenizer 'nobody/absent-model' from the Hugging Face hub (offline mode is on" in lines[0]
+    assert "set models.opt125m.path to a local directory saved with save_pretrained" in lines[0]
     assert "does not exist: set models.local-opt.path to a folder written by save_pretrained" in lines[1]
-    assert "set models.opt125m.hub to a local directory" in lines[2]
+    assert "set models.opt125m.path to a local directory saved with save_pretrained" in lines[2]
     assert not any("set tokenizer" in line for line in lines)

@@ -13,7 +13,6 @@ except ImportError as err:
     sys.exit(f"iobs cannot be imported ({err}): run `make setup` or `pip install -e .` first")
 
 
-
 def config_error(err):
     """One line and exit status 2, before any job starts (Snakemake prints no traceback for a SystemExit)."""
     print(f"config error: {err}", file=sys.stderr)

@@ -61,9 +61,10 @@ def _tokenizer_for(ctx: JobContext):
     raise DataError(f"job {ctx.name} needs a tokenizer: give a 'tokenizer' input directory or param (hub id)")
 
 
-def _model_key(ctx: JobContext) -> str:
-    """The config key that named the hub id or path of param `tokenizer`: rules key streams and calibration batches of
-    an existing model by its name (wildcard tok), and the model's path wins over its hub id (see common.smk)."""
+def _model_key(ctx: JobContext, fix: bool = True) -> str:
+    """The config key to name about param `tokenizer` (an existing model's hub id or path; rules key its streams and
+    calibration batches by the model's name, wildcard tok). fix=True: the key that fixes a failed load, the model's
+    local copy (models.<name>.path); fix=False: the key the source came from (the path wins over the hub id)."""
     from iobs.models.load import looks_local
 
     if ctx.params.get("tokenizer_key"):
@@ -71,7 +72,7 @@ def _model_key(ctx: JobContext) -> str:
     tok = ctx.wildcards.get("tok")
     if not tok:
         return "tokenizer"
-    return f"models.{tok}.path" if looks_local(ctx.params["tokenizer"]) else f"models.{tok}.hub"
+    return f"models.{tok}.path" if fix or looks_local(ctx.params["tokenizer"]) else f"models.{tok}.hub"
 
 
 def _source_spec(ctx: JobContext) -> tuple[dict, str]:
@@ -121,7 +122,7 @@ def calibration(ctx: JobContext) -> dict:
     if p.get("tokenizer"):  # an existing model: its windows must fit in its positions (checked before any pruning)
         from iobs.models.positions import check_positions, fetch_max_positions
 
-        check_positions(ctx.wildcards.get("tok", str(p["tokenizer"])), _model_key(ctx),
+        check_positions(ctx.wildcards.get("tok", str(p["tokenizer"])), _model_key(ctx, fix=False),
                         fetch_max_positions(str(p["tokenizer"])), {"calibration.length": length})
     if ctx.input.get("tokens"):
         windows = calibration_batch(load_stream(ctx.input["tokens"]), count, length, seed, int(p.get("round_index", 0)))
