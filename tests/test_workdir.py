@@ -37,8 +37,16 @@ def test_the_lock_of_a_killed_snakemake_is_removed(tmp_path):
     assert not list(locks.iterdir()) and not (tmp_path / ".snakemake" / OWNER_FILE).exists()
 
 
+def _sleeper(*argv: str) -> subprocess.Popen:
+    """A live process (with `argv` on its command line), started for sure once this returns."""
+    proc = subprocess.Popen([sys.executable, "-c", "import time; print('up', flush=True); time.sleep(60)", *argv],
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "up"
+    return proc
+
+
 def test_a_live_snakemakes_lock_is_kept(tmp_path):
-    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)", "snakemake"])
+    proc = _sleeper("snakemake")
     try:
         locks = _locked(tmp_path, proc.pid)
         assert remove_stale_lock(tmp_path) is None
@@ -49,7 +57,7 @@ def test_a_live_snakemakes_lock_is_kept(tmp_path):
 
 
 def test_a_reused_pid_of_another_program_counts_as_gone(tmp_path):
-    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    proc = _sleeper()
     try:
         _locked(tmp_path, proc.pid)
         assert remove_stale_lock(tmp_path) is not None
