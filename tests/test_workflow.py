@@ -108,7 +108,7 @@ def test_a_run_killed_while_a_round_saves_resumes_with_one_command(finished_run,
     assert "LockException" not in said  # the killed run's lock was removed: its process is gone
     assert "removed the stale lock of Snakemake pid" in said
 
-    resumed = _snakemake(workdir, "--cores", "1", "--rerun-incomplete")
+    resumed = _snakemake(workdir, "--cores", "2", "--scheduler", "greedy", "--rerun-incomplete")
     assert resumed.returncode == 0, resumed.stderr[-4000:]
     assert "rule iterative_round:" in resumed.stdout + resumed.stderr
     assert (folder / "model" / "config.json").is_file() and (folder / "metrics.json").is_file()
