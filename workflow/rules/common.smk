@@ -50,7 +50,8 @@ if workflow.is_main_process:
 
 
 onstart:
-    record_lock_owner()
+    if workflow.execution_settings.lock:  # --nolock runs hold no lock to record
+        record_lock_owner()
 
 
 JOB_SCRIPT = "../scripts/job.py"
