@@ -5,17 +5,14 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-# `--configfile X` replaces the embedded default instead of being merged into it (the paper's config is complete).
-if not workflow.overwrite_configfiles:
-
-    configfile: "config.yaml"
-
+# common.smk loads the config (the embedded default config.yaml, unless `--configfile X` replaces it: the paper's
+# config is complete) and validates it before any job starts.
+include: "workflow/rules/common.smk"
 
 
 report: "workflow/report/workflow.rst"
 
 
-include: "workflow/rules/common.smk"
 include: "workflow/rules/synthetic.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/models.smk"

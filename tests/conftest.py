@@ -102,3 +102,37 @@ def word_text(lines: int = 600, seed: int = 0) -> str:
 
     rng = random.Random(seed)
     return "\n".join(" ".join(rng.choice(WORDS) for _ in range(rng.randint(4, 12))) + "." for _ in range(lines))
+
+
+# ---- the miniature DAG: one end-to-end Snakemake run shared by every test that reads its results ----------------
+def run_snakemake(workdir, *args: str, timeout: int = 1200, env: dict | None = None, new_session: bool = False):
+    """Snakemake on the repository's Snakefile in `workdir` (with its config.yaml), the venv's bin first on PATH;
+    new_session: in a process group of its own (that a test may kill whole)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root, bin_dir = Path(__file__).resolve().parents[1], Path(sys.executable).parent
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}", "HF_HUB_OFFLINE": "1",
+           **(env or {})}
+    cmd = [str(bin_dir / "snakemake"), "--snakefile", str(root / "Snakefile"), "--directory", str(workdir),
+           "--configfile", str(Path(workdir) / "config.yaml"), *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env,
+                          start_new_session=new_session)
+
+
+@pytest.fixture(scope="session")
+def finished_run(tmp_path_factory):
+    """The workdir of a finished run of tests/data/tiny_config.yaml (the whole DAG). Read it; to change it, copy it
+    first (shutil.copytree keeps Snakemake's metadata, which names files relative to the workdir)."""
+    import sysconfig
+    from pathlib import Path
+
+    workdir = tmp_path_factory.mktemp("dag")
+    text = (Path(__file__).parent / "data" / "tiny_config.yaml").read_text()
+    (workdir / "config.yaml").write_text(text.replace("STDLIB", sysconfig.get_paths()["stdlib"]))
+    # the greedy scheduler: the default ILP one solves a small program before every job (a fifth of the CPU here)
+    proc = run_snakemake(workdir, "--cores", "2", "--scheduler", "greedy")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return workdir

@@ -11,7 +11,7 @@ from iobs.data.streams import load_stream
 from iobs.data.tokenizer import limit_tokenizer_threads
 from iobs.errors import DataError
 from iobs.jobs import JobContext, run_job
-from tests.conftest import SHARED_DATA, needs_shared
+from tests.conftest import SHARED_DATA, needs_shared, offline_data_errors
 
 limit_tokenizer_threads(1)
 
@@ -127,3 +127,38 @@ def test_evaluate_model_job_scores_every_stream_with_one_load(pipeline):
     assert record["results"][0]["perplexity"] == json.loads(single["metrics"].read_text())["results"][0]["perplexity"]
     assert record["results"][1]["perplexity"] != record["results"][0]["perplexity"]
     assert prov["perplexity"]["stdlib-valid"] == record["results"][0]["perplexity"]
+
+
+TOKENIZE_OFFLINE = """
+from iobs.data.jobs import tokenize, calibration
+from iobs.errors import DataError
+from iobs.jobs import JobContext
+import sys
+base = dict(input={}, output={"tokens": sys.argv[1] + "/t.pt", "windows": sys.argv[1] + "/w.pt"})
+for job, params, tok in [
+    (tokenize, {"source": {"kind": "text", "path": __file__}, "source_key": "eval.sets.s.test",
+                "tokenizer": "nobody/absent-model"}, "opt125m"),
+    (tokenize, {"source": {"kind": "text", "path": __file__}, "tokenizer": "./models/absent"}, "local-opt"),
+    (calibration, {"source": {"kind": "jsonl", "path": __file__}, "length": 8, "num_windows": 1,
+                   "tokenizer": "nobody/absent-model"}, "opt125m"),
+]:
+    try:
+        job(JobContext(name=job.__name__, params=params, wildcards={"tok": tok}, **base))
+    except DataError as err:
+        print(f"DataError: {err}")
+"""
+
+
+def test_an_unloadable_tokenizer_names_the_models_config_key(tmp_path):
+    """Rules pass an existing model's hub id or path as param `tokenizer`: the message names the hub id and the key
+    that fixes it (models.<name>.path, a local copy), not a key called 'tokenizer' that the config does not have."""
+    script = TOKENIZE_OFFLINE.replace("__file__", repr(str(tmp_path / "text.txt"))).replace(
+        "sys.argv[1]", repr(str(tmp_path)))
+    (tmp_path / "text.txt").write_text('{"text": "some text"}\n' * 50)
+    lines, output = offline_data_errors(script, tmp_path)
+    assert len(lines) == 3, output
+    assert "tokenizer 'nobody/absent-model' from the Hugging Face hub (offline mode is on" in lines[0]
+    assert "set models.opt125m.path to a local directory saved with save_pretrained" in lines[0]
+    assert "does not exist: set models.local-opt.path to a folder written by save_pretrained" in lines[1]
+    assert "set models.opt125m.path to a local directory saved with save_pretrained" in lines[2]
+    assert not any("set tokenizer" in line for line in lines)

@@ -1,35 +1,25 @@
 """The whole DAG end to end on a miniature config: every stage runs, artifacts carry provenance, and a second
-run has nothing to do. Slow-ish (a couple of minutes on 2 cores): it is the one test of the real Snakemake wiring."""
+run has nothing to do, and a run killed while a job saves resumes with one command. Slow-ish (a couple of minutes
+on 2 cores): the one run of the real Snakemake wiring (fixture finished_run in conftest.py), shared by every test."""
 
 import json
 import os
+import shutil
+import signal
 import subprocess
 import sys
-import sysconfig
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from tests.conftest import run_snakemake
+
 ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
 
 
-def _snakemake(workdir: Path, *args: str, timeout: int = 1200) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "HF_HUB_OFFLINE": "1"}
-    cmd = [str(BIN / "snakemake"), "--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir),
-           "--configfile", str(workdir / "config.yaml"), *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
-
-
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("dag")
-    text = (ROOT / "tests" / "data" / "tiny_config.yaml").read_text()
-    (workdir / "config.yaml").write_text(text.replace("STDLIB", sysconfig.get_paths()["stdlib"]))
-    proc = _snakemake(workdir, "--cores", "2")
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    return workdir
+def _snakemake(workdir: Path, *args: str, **kwargs) -> subprocess.CompletedProcess:
+    return run_snakemake(workdir, *args, **kwargs)
 
 
 @pytest.mark.slow
@@ -51,7 +41,7 @@ def test_every_stage_produces_its_artifacts(finished_run):
 def test_round_one_equals_oneshot_sparsegpt_in_the_dag(finished_run):
     table = pd.read_csv(finished_run / "results" / "tables" / "pruning.csv")
     key = ["model", "eval_set", "split"]
-    oneshot = table[(table["method"] == "sparsegpt") & (table["sparsity"] == "0.5")].set_index(key)["perplexity"]
+    oneshot = table[(table["method"] == "sparsegpt") & (table["sparsity"] == "2:4")].set_index(key)["perplexity"]
     first = table[(table["method"] == "iobs") & (table["round"] == 1)].set_index(key)["perplexity"]
     pd.testing.assert_series_equal(oneshot.sort_index(), first.sort_index(), check_names=False)
 
@@ -71,3 +61,79 @@ def test_second_run_has_nothing_to_do(finished_run):
     proc = _snakemake(finished_run, "-n", "--cores", "1")
     assert proc.returncode == 0
     assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+# Imported by every Python process started with this folder first on PYTHONPATH (site runs sitecustomize): when a
+# job renames its saved model into `KILL_AT_REPLACE`, SIGKILL its whole process group, Snakemake included, as a
+# `kill -9` of the run (or the OOM killer) would in the middle of the save.
+KILL_HOOK = '''
+import os, signal
+_target = os.environ.get("KILL_AT_REPLACE")
+if _target:
+    _replace = os.replace
+    def replace(src, dst, *args, **kwargs):
+        if os.path.abspath(str(dst)) == _target:
+            os.killpg(os.getpgid(0), signal.SIGKILL)
+        return _replace(src, dst, *args, **kwargs)
+    os.replace = replace
+'''
+
+
+@pytest.mark.slow
+def test_a_run_killed_while_a_round_saves_resumes_with_one_command(finished_run, tmp_path):
+    workdir = tmp_path / "dag"
+    shutil.copytree(finished_run, workdir, symlinks=True)
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(KILL_HOOK)
+    target = "results/prune/t-opt/iobs/2:4/round2"  # targets are named relative to the workdir
+    folder = workdir / target
+    table = workdir / "results" / "tables" / "pruning.csv"
+    table_before = table.stat().st_mtime_ns
+
+    # Redo the last round of one I-OBS run (as `--forcerun iterative_round` would) and kill everything during its save.
+    env = {"KILL_AT_REPLACE": str(folder / "model"),
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(hook), os.environ.get("PYTHONPATH")]))}
+    # a new session: the hook's killpg takes Snakemake and the job, not pytest
+    killed = _snakemake(workdir, "--cores", "1", "--force", f"{target}/metrics.json", env=env, new_session=True)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    assert not (folder / "model").exists() and not (folder / "metrics.json").exists()
+    assert (workdir / ".snakemake" / "locks").is_dir() and any((workdir / ".snakemake" / "locks").iterdir())
+
+    # A plain rerun must not take the half-done round for complete, nor the old tables for up to date.
+    plain = _snakemake(workdir, "-n", "--cores", "1")
+    said = plain.stdout + plain.stderr
+    assert plain.returncode != 0 and "Nothing to be done" not in said
+    assert "IncompleteFilesException" in said and "round2/provenance.json" in said
+    assert "LockException" not in said  # the killed run's lock was removed: its process is gone
+    assert "removed the stale lock of Snakemake pid" in said
+
+    resumed = _snakemake(workdir, "--cores", "2", "--scheduler", "greedy", "--rerun-incomplete")
+    assert resumed.returncode == 0, resumed.stderr[-4000:]
+    assert "rule iterative_round:" in resumed.stdout + resumed.stderr
+    assert (folder / "model" / "config.json").is_file() and (folder / "metrics.json").is_file()
+    assert json.loads((folder / "provenance.json").read_text())["wildcards"]["round"] == "2"
+    assert not list(folder.glob(".model.*")), "the killed save's staging folder is cleaned up"
+    assert table.stat().st_mtime_ns > table_before  # the tables were remade from the redone round
+    assert "Nothing to be done" in _snakemake(workdir, "-n", "--cores", "1").stdout
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, tables", [
+    ("pruning", ["llm_table.csv", "methods.csv", "controls.csv", "mask_dynamics.csv", "paper_vs_run.csv"]),
+    ("synthetic", ["synthetic_final.csv", "synthetic_rates.csv"]),
+])
+def test_a_notebook_runs_by_hand_on_the_results(finished_run, tmp_path, name, tables):
+    """Opened without Snakemake (no `snakemake` object), a notebook reads the same inputs from results/ and makes the
+    same tables, written beside, not over, the DAG's."""
+    out = tmp_path / "out"
+    env = {**os.environ, "IOBS_WORKDIR": str(finished_run), "IOBS_NOTEBOOK_OUT": str(out)}
+    jupyter = Path(sys.executable).with_name("jupyter")
+    proc = subprocess.run([str(jupyter), "nbconvert", "--to", "notebook", "--execute", "--output-dir", str(tmp_path),
+                           "--output", "executed", str(ROOT / "notebooks" / f"{name}.py.ipynb")],
+                          capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    for table in tables:
+        pd.testing.assert_frame_equal(pd.read_csv(out / table),
+                                      pd.read_csv(finished_run / "results" / "tables" / table), check_exact=False)
+    assert list((out / "figures").glob("*.png"))

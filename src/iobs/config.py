@@ -7,6 +7,7 @@ the defaults that the schema declares, so a user's config may omit any key that 
 from __future__ import annotations
 
 import copy
+import math
 from pathlib import Path
 from typing import Any
 
@@ -26,21 +27,73 @@ def load_schema(path: str | Path | None = None) -> dict:
         return yaml.safe_load(fh)
 
 
-def load_config(path: str | Path) -> dict:
-    """Read a YAML config file; raise ConfigError with one line if it is missing or not a mapping."""
+def _record_positions(node, path: tuple, positions: dict, filename: str) -> None:
+    """Key path -> 1-based line of every mapping key and sequence item below `node`; ConfigError on a key that
+    appears twice in one mapping (YAML loaders keep the last one silently)."""
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            line = key_node.start_mark.line + 1
+            if key_node.value in seen:
+                dotted = _key_path(path + (key_node.value,))
+                raise ConfigError(f"{filename}: duplicate key '{dotted}' at lines {seen[key_node.value]} and {line}: "
+                                  "the second would silently replace the first; merge them into one")
+            seen[key_node.value] = line
+            sub = path + (key_node.value,)
+            positions[sub] = line
+            _record_positions(value_node, sub, positions, filename)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            sub = path + (index,)
+            positions[sub] = item.start_mark.line + 1
+            _record_positions(item, sub, positions, filename)
+
+
+def _syntax_error(path: Path, err: yaml.YAMLError) -> ConfigError:
+    mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    context = getattr(err, "context", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+    why = f"{problem} ({context})" if context else problem
+    hint = "indent with spaces, not tabs" if "\\t" in why or "tab" in why else "fix the YAML syntax there"
+    return ConfigError(f"config file {path} is not valid YAML{where}: {why}: {hint}")
+
+
+def read_config_file(path: str | Path) -> tuple[dict, dict[tuple, int]]:
+    """Parse a YAML (or JSON) config file strictly: (data, {key path: line}). ConfigError (one line naming file,
+    line and column) on a syntax error, a duplicate key at any depth, or a top level that is not a mapping."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist: pass an existing YAML file")
+    text = path.read_text(encoding="utf-8")
+    loader = yaml.SafeLoader(text)
+    positions: dict[tuple, int] = {}
     try:
-        with open(path) as fh:
-            data = yaml.safe_load(fh)
+        node = loader.get_single_node()
+        _record_positions(node, (), positions, str(path))
+        data = loader.construct_document(node) if node is not None else None
     except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark else ""
-        raise ConfigError(f"config file {path} is not valid YAML{where}: fix its syntax") from None
+        raise _syntax_error(path, err) from None
+    finally:
+        loader.dispose()
     if not isinstance(data, dict):
-        raise ConfigError(f"config file {path} must hold a mapping of keys at top level")
-    return data
+        raise ConfigError(f"config file {path} must hold a mapping of keys at top level (e.g. 'synthetic:')")
+    return data, positions
+
+
+def load_config(path: str | Path) -> dict:
+    """Read a YAML config file strictly (see read_config_file); raise ConfigError with one line."""
+    return read_config_file(path)[0]
+
+
+def check_config_files(paths) -> dict[tuple, str]:
+    """Parse every config file strictly (the ones Snakemake merges); return {key path: "file line N"} of the keys
+    they set, the last file winning as in Snakemake's merge, for locating validation errors."""
+    where: dict[tuple, str] = {}
+    for path in paths:
+        _, positions = read_config_file(path)
+        where.update({key: f"{path} line {line}" for key, line in positions.items()})
+    return where
 
 
 def _key_path(parts) -> str:
@@ -66,6 +119,11 @@ def _describe(error: jsonschema.ValidationError) -> str:
         return f"{where}: {error.instance!r} is not allowed (choose one of {choices})"
     if error.validator == "type":
         return f"{where}: {error.instance!r} has the wrong type (expected {error.validator_value})"
+    if error.validator == "minItems":
+        items = schema.get("items", {}) if isinstance(schema.get("items"), dict) else {}
+        choices = f" (choose from {', '.join(map(str, items['enum']))})" if "enum" in items else ""
+        return f"{where}: the list is empty: give at least {error.validator_value} value{choices}, or leave the key " \
+               "out for its default"
     if error.validator in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
         bound = {"minimum": ">=", "maximum": "<=", "exclusiveMinimum": ">", "exclusiveMaximum": "<"}[error.validator]
         return f"{where}: {error.instance!r} is out of range (must be {bound} {error.validator_value})"
@@ -110,17 +168,107 @@ def _fill_defaults(instance: Any, schema: dict, root: dict | None = None) -> Non
                 _fill_defaults(value, extra, root)
 
 
-def validate_config(config: dict, schema: dict | None = None) -> dict:
-    """Validate ``config`` in place (filling defaults) and return it; raise ConfigError with one line."""
+def _non_finite(value: Any, path: tuple = ()) -> tuple | None:
+    """The key path of the first NaN or infinite number in `value` (None if every number is finite)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return path
+    if isinstance(value, dict):
+        items = value.items()
+    elif isinstance(value, (list, tuple)):
+        items = enumerate(value)
+    else:
+        return None
+    for key, sub in items:
+        found = _non_finite(sub, path + (key,))
+        if found is not None:
+            return found
+    return None
+
+
+def _locate(path, where: dict | None) -> str:
+    """"config.yaml line 12: " for the deepest key of `path` that a config file sets, or ""."""
+    if not where:
+        return ""
+    path = tuple(path)
+    while path:
+        if path in where:
+            return f"{where[path]}: "
+        path = path[:-1]
+    return ""
+
+
+def validate_config(config: dict, schema: dict | None = None, where: dict | None = None) -> dict:
+    """Validate ``config`` in place (filling defaults) and return it; raise ConfigError with one line.
+
+    where: {key path: "file line N"} (check_config_files) to name the file and line of the offending key."""
     schema = schema if schema is not None else load_schema()
+    bad = _non_finite(config)
+    if bad is not None:
+        value = _get(config, bad)
+        raise ConfigError(f"{_locate(bad, where)}{_key_path(bad)}: {value} is not a finite number: give a finite "
+                          "value (.nan and .inf are not allowed)")
     _fill_defaults(config, schema)
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
     if errors:
         best = jsonschema.exceptions.best_match(errors)
-        raise ConfigError(_describe(best))
-    _check_consistency(config)
+        path = list(best.absolute_path)
+        if best.validator == "additionalProperties" and isinstance(best.instance, dict):
+            allowed = (best.schema or {}).get("properties", {}) if isinstance(best.schema, dict) else {}
+            path += sorted(set(best.instance) - set(allowed))[:1]
+        raise ConfigError(_locate(path, where) + _describe(best))
+    try:
+        _check_consistency(config)
+        _check_positions(config)
+    except _Located as err:
+        raise ConfigError(f"{_locate(err.path, where)}{err.message}") from None
     return config
+
+
+def _get(config: dict, path: tuple) -> Any:
+    for part in path:
+        config = config[part]
+    return config
+
+
+class _Located(Exception):
+    def __init__(self, message: str, path: tuple):
+        super().__init__(message)
+        self.message, self.path = message, path
+
+
+# max_positions of the tiny models when dims leave it out (iobs.models.pretrain.DEFAULT_DIMS, kept equal by a test;
+# not imported here so that planning does not import torch).
+TINY_DEFAULT_MAX_POSITIONS = {"opt": 512, "llama": 512, "phi": 512}
+
+
+def sequence_lengths(config: dict) -> dict[str, tuple[tuple, int]]:
+    """{config key: (key path, length)} of the token lengths a model must have positions for."""
+    lengths = {}
+    if "length" in config.get("calibration", {}):
+        lengths["calibration.length"] = (("calibration", "length"), config["calibration"]["length"])
+    if "seqlen" in config.get("eval", {}):
+        lengths["eval.seqlen"] = (("eval", "seqlen"), config["eval"]["seqlen"])
+    return lengths
+
+
+def _check_positions(config: dict) -> None:
+    """Calibration windows and eval windows must fit in the positions of every model pretrained here."""
+    for name, model in config.get("models", {}).items():
+        if "family" not in model:
+            continue  # hub/path models: checked from their config.json (iobs.models.positions)
+        dims = model.get("dims") or {}
+        limit = dims.get("max_positions") or TINY_DEFAULT_MAX_POSITIONS.get(model["family"])
+        origin = f"models.{name}.dims.max_positions" if dims.get("max_positions") else \
+            f"the {model['family']} default of models.{name}.dims.max_positions"
+        lengths = dict(sequence_lengths(config))
+        seq_len = (model.get("pretrain") or {}).get("seq_len")
+        if seq_len is not None:
+            lengths[f"models.{name}.pretrain.seq_len"] = (("models", name, "pretrain", "seq_len"), seq_len)
+        for key, (path, length) in lengths.items():
+            if limit is not None and length > limit:
+                raise _Located(f"{key} ({length}) is longer than model {name}'s positions ({limit}, {origin}): "
+                               f"lower {key} to at most {limit} or raise models.{name}.dims.max_positions", path)
 
 
 def _check_consistency(config: dict) -> None:
@@ -139,6 +287,10 @@ def _check_consistency(config: dict) -> None:
         if not config.get("eval", {}).get("sets"):
             raise ConfigError("eval.sets is required when models are configured (e.g. wikitext2: {test: {kind: "
                               "wikitext2, split: test}})")
+        if config.get("iterative", {}).get("rounds", 0) >= 1 and \
+                not any("valid" in splits for splits in config["eval"]["sets"].values()):
+            raise ConfigError("eval.sets: no set has a 'valid' split, which the report needs to choose each I-OBS "
+                              "variant's best round: add one, e.g. eval.sets.<name>.valid, or set iterative.rounds: 0")
     for key in ("pruning", "iterative"):
         for text in config.get(key, {}).get("sparsities", []):
             if ":" in text:
@@ -153,3 +305,40 @@ def _check_consistency(config: dict) -> None:
                 raise ConfigError(f"synthetic.experiments.{name}.k ({exp['k']}) must be >= k_true ({exp['k_true']})")
             if exp["k"] > exp["d"]:
                 raise ConfigError(f"synthetic.experiments.{name}.k ({exp['k']}) must be <= d ({exp['d']})")
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    """Snakemake's merge of config files: nested mappings are merged, everything else is replaced."""
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _merge(base[key], value)
+        else:
+            base[key] = copy.deepcopy(value)
+    return base
+
+
+def check_files(paths) -> dict:
+    """Parse the config files strictly, merge them as Snakemake does and validate the result; ConfigError if not."""
+    where = check_config_files(paths)
+    merged: dict = {}
+    for path in paths:
+        _merge(merged, load_config(path))
+    return validate_config(merged, where=where)
+
+
+def main(argv=None) -> int:
+    """`python -m iobs.config FILE...`: check config files before Snakemake reads them (Snakemake's own loader says
+    only "not valid JSON or YAML" on a syntax error). Exit 2 with one line on the first problem."""
+    import sys
+
+    paths = list(sys.argv[1:] if argv is None else argv) or ["config.yaml"]
+    try:
+        check_files(paths)
+    except ConfigError as err:
+        print(f"config error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

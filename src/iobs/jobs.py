@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import shutil
 import sys
 import time
 import traceback
@@ -103,6 +104,40 @@ def _as_list(value) -> list:
     return value if isinstance(value, list) else [value]
 
 
+def _leftovers(path: Path) -> list[Path]:
+    """Staging names that atomic writes (iobs.provenance.atomic_path, iobs.prune.save) use beside `path`."""
+    if not path.parent.is_dir():
+        return []
+    return [p for pattern in (f".{path.name}.*.tmp", f".{path.name}.*.old") for p in path.parent.glob(pattern)]
+
+
+def mark_started(output: dict[str, Any]) -> None:
+    """Called before a rule's job function: remove what an interrupted earlier attempt left beside the outputs, and
+    create the provenance output empty, as the marker of a job in progress.
+
+    Snakemake deletes a job's outputs before it starts and flags them incomplete, but only an existing file can be
+    found incomplete later: if the job dies (kill -9) with none of them written, its outputs are simply missing,
+    and since the results downstream still exist, a rerun says "Nothing to be done" and keeps the old numbers.
+    The empty provenance file makes the interruption visible: a rerun stops on it (IncompleteFilesException), or,
+    with --rerun-incomplete, redoes the job and everything downstream. The runner replaces it when the job ends.
+    """
+    for value in output.values():
+        for path in _as_list(value):
+            for leftover in _leftovers(Path(path)):
+                shutil.rmtree(leftover, ignore_errors=True) if leftover.is_dir() else leftover.unlink(missing_ok=True)
+    if "provenance" in output:
+        marker = Path(output["provenance"])
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_bytes(b"")
+
+
+def _unmark(output: dict[str, Any]) -> None:
+    """A job that failed (rather than being killed) leaves no provenance, not even the empty marker."""
+    marker = Path(output["provenance"]) if "provenance" in output else None
+    if marker is not None and marker.is_file() and marker.stat().st_size == 0:
+        marker.unlink()
+
+
 def run_from_snakemake(smk) -> None:
     """Entry point for workflow/scripts/job.py: build the context from Snakemake's object and run the job."""
     log_path = smk.log[0] if len(smk.log) else None
@@ -115,12 +150,15 @@ def run_from_snakemake(smk) -> None:
         seed=params.get("seed"),
     )
     try:
+        mark_started(ctx.output)
         run_job(ctx, spec, log_path)
     except IobsError as err:
+        _unmark(ctx.output)
         log.error("%s", err)
         print(f"iobs error in rule {smk.rule}: {err}", file=sys.stderr)
         sys.exit(1)
     except Exception as err:  # a bug: keep the traceback in the log, one line on the console
+        _unmark(ctx.output)
         log.error("unexpected failure:\n%s", traceback.format_exc())
         print(f"iobs: rule {smk.rule} failed unexpectedly ({type(err).__name__}: {err}); traceback in {log_path}",
               file=sys.stderr)

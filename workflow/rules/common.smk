@@ -5,15 +5,54 @@ import sys
 sys.path.insert(0, f"{workflow.basedir}/src")
 
 try:
-    from iobs.config import validate_config
+    from iobs.config import check_config_files, validate_config
     from iobs.errors import ConfigError
+    from iobs.models.positions import check_planned_positions
+    from iobs.notebooks import round_metrics_paths as notebook_round_metrics
 except ImportError as err:
     sys.exit(f"iobs cannot be imported ({err}): run `make setup` or `pip install -e .` first")
 
+
+def config_error(err):
+    """One line and exit status 2, before any job starts (Snakemake prints no traceback for a SystemExit)."""
+    print(f"config error: {err}", file=sys.stderr)
+    sys.exit(2)
+
+
+# Every config file is parsed strictly first (syntax errors with file, line and column; duplicate keys), since
+# Snakemake's own loader lets a repeated key replace the first one silently.
+# `--configfile X` replaces the embedded default instead of being merged into it (the paper's config is complete).
 try:
-    validate_config(config)
+    CONFIG_WHERE = check_config_files([*(() if workflow.overwrite_configfiles else ("config.yaml",)),
+                                       *workflow.overwrite_configfiles])
 except ConfigError as err:
-    sys.exit(f"config error: {err}")
+    config_error(err)
+
+if not workflow.overwrite_configfiles:
+
+    configfile: "config.yaml"
+
+
+try:
+    validate_config(config, where=CONFIG_WHERE)
+    check_planned_positions(config)
+except ConfigError as err:
+    config_error(err)
+
+# A Snakemake killed with SIGKILL leaves its lock behind: the next run removes it when the process that held it is
+# gone (iobs.workdir), so that one command resumes (with --rerun-incomplete, set in the profiles).
+if workflow.is_main_process:
+    from iobs.workdir import record_lock_owner, remove_stale_lock
+
+    _stale = remove_stale_lock()
+    if _stale:
+        print(_stale, file=sys.stderr)
+
+
+onstart:
+    if workflow.execution_settings.lock:  # --nolock runs hold no lock to record
+        record_lock_owner()
+
 
 JOB_SCRIPT = "../scripts/job.py"
 ENV = "../envs/iobs.yaml"
@@ -136,9 +175,9 @@ def lm_targets():
 
 
 def round_metrics_paths():
-    """metrics.json of every I-OBS and control round (their mask dynamics); one-shot jobs have none."""
-    paths = (prune_metrics_path(*m) for m in evaluated_models() if int(m[3]) >= 1)
-    return sorted({p for p in paths if p})
+    """metrics.json of every I-OBS and control round (their mask dynamics); one-shot jobs have none. The notebook
+    gets the same list when opened by hand (iobs.notebooks)."""
+    return notebook_round_metrics(config, RESULTS)
 
 
 def report_targets():

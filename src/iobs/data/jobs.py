@@ -58,8 +58,22 @@ def _tokenizer_for(ctx: JobContext):
     if ctx.input.get("tokenizer"):
         return load_tokenizer(ctx.input["tokenizer"], key="tokenizer input")
     if ctx.params.get("tokenizer"):
-        return load_tokenizer(ctx.params["tokenizer"], key=ctx.params.get("tokenizer_key", "tokenizer"))
+        return load_tokenizer(ctx.params["tokenizer"], key=_model_key(ctx))
     raise DataError(f"job {ctx.name} needs a tokenizer: give a 'tokenizer' input directory or param (hub id)")
+
+
+def _model_key(ctx: JobContext, fix: bool = True) -> str:
+    """The config key to name about param `tokenizer` (an existing model's hub id or path; rules key its streams and
+    calibration batches by the model's name, wildcard tok). fix=True: the key that fixes a failed load, the model's
+    local copy (models.<name>.path); fix=False: the key the source came from (the path wins over the hub id)."""
+    from iobs.models.load import looks_local
+
+    if ctx.params.get("tokenizer_key"):
+        return ctx.params["tokenizer_key"]
+    tok = ctx.wildcards.get("tok")
+    if not tok:
+        return "tokenizer"
+    return f"models.{tok}.path" if fix or looks_local(ctx.params["tokenizer"]) else f"models.{tok}.hub"
 
 
 def _source_spec(ctx: JobContext) -> tuple[dict, str]:
@@ -109,6 +123,11 @@ def calibration(ctx: JobContext) -> dict:
     """
     p = ctx.params
     count, length, seed = int(p.get("num_windows", 128)), int(p.get("length", 2048)), int(p.get("seed", 0))
+    if p.get("tokenizer"):  # an existing model: its windows must fit in its positions (checked before any pruning)
+        from iobs.models.positions import check_positions, fetch_max_positions
+
+        check_positions(ctx.wildcards.get("tok", str(p["tokenizer"])), _model_key(ctx, fix=False),
+                        fetch_max_positions(str(p["tokenizer"])), {"calibration.length": length})
     bos = job_bos_policy(p.get("bos", "never"), p.get("bos_model"), lambda: _tokenizer_for(ctx),
                          p.get("bos_key", "bos"))
     if ctx.input.get("tokens"):
