@@ -36,7 +36,7 @@ setup: $(STAMP)
 
 # Notebook rules call jupyter from PATH, hence the venv's bin/ first.
 run: $(STAMP)
-	PATH="$(BIN):$$PATH" snakemake --cores $(CORES) $(ARGS)
+	PATH="$(BIN):$$PATH" snakemake --cores $(CORES) --rerun-incomplete $(ARGS)
 
 test: $(STAMP)
 	PATH="$(BIN):$$PATH" python -m pytest $(ARGS)

@@ -260,7 +260,7 @@ def round_state(path):
 
 
 # ---- window policy (iobs.data.bos): does every calibration / evaluation window begin with BOS ------------------
-BOS_SUFFIX = "+bos"  # model names cannot contain "+"
+BOS_SUFFIX = "@bos"  # model names cannot contain "@" (schema: models.propertyNames)
 
 
 def bos_setting(model):
@@ -268,11 +268,11 @@ def bos_setting(model):
 
 
 def calibration_label(model):
-    """The {tok} of a model's calibration batches: its tokenizer's label, plus "+bos" for a model made here with
+    """The {tok} of a model's calibration batches: its tokenizer's label, plus "@bos" for a model made here with
     bos: always (the local BPE adds no BOS, so auto means none for every model made here and they share batches;
     an existing model has its own label and the calibration job decides auto from its tokenizer and config)."""
     tok = tokenizer_label(model)
-    return tok + BOS_SUFFIX if made_here(model) and bos_setting(model) == "always" else tok
+    return f"{tok}{BOS_SUFFIX}" if made_here(model) and bos_setting(model) == "always" else tok
 
 
 def calibration_bos(tok):
