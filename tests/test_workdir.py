@@ -81,11 +81,11 @@ def test_no_lock_no_action(tmp_path):
 
 def test_a_started_job_has_an_empty_provenance_and_no_leftovers(tmp_path):
     round_dir = tmp_path / "round1"
-    staging = round_dir / ".model.abc123.tmp"
+    staging = round_dir / ".model.abc12345.tmp"
     staging.mkdir(parents=True)
     (staging / "model.safetensors").write_bytes(b"half")
-    (round_dir / ".masks.pt.x1.tmp").write_bytes(b"half")
-    (round_dir / ".model.old1.old").mkdir()
+    (round_dir / ".masks.pt.x1234567.tmp").write_bytes(b"half")
+    (round_dir / ".model.old12345.old").mkdir()
     (round_dir / ".unrelated.tmp").write_bytes(b"keep")
     mark_started({"model": str(round_dir / "model"), "masks": str(round_dir / "masks.pt"),
                   "provenance": str(round_dir / "provenance.json")})

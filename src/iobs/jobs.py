@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib
 import logging
-import shutil
 import sys
 import time
 import traceback
@@ -18,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from iobs.atomic import remove_path, stale_temporaries
 from iobs.errors import IobsError
 from iobs.provenance import write_provenance
 
@@ -104,13 +104,6 @@ def _as_list(value) -> list:
     return value if isinstance(value, list) else [value]
 
 
-def _leftovers(path: Path) -> list[Path]:
-    """Staging names that atomic writes (iobs.provenance.atomic_path, iobs.prune.save) use beside `path`."""
-    if not path.parent.is_dir():
-        return []
-    return [p for pattern in (f".{path.name}.*.tmp", f".{path.name}.*.old") for p in path.parent.glob(pattern)]
-
-
 def mark_started(output: dict[str, Any]) -> None:
     """Called before a rule's job function: remove what an interrupted earlier attempt left beside the outputs, and
     create the provenance output empty, as the marker of a job in progress.
@@ -123,8 +116,8 @@ def mark_started(output: dict[str, Any]) -> None:
     """
     for value in output.values():
         for path in _as_list(value):
-            for leftover in _leftovers(Path(path)):
-                shutil.rmtree(leftover, ignore_errors=True) if leftover.is_dir() else leftover.unlink(missing_ok=True)
+            for leftover in stale_temporaries(path):
+                remove_path(leftover)
     if "provenance" in output:
         marker = Path(output["provenance"])
         marker.parent.mkdir(parents=True, exist_ok=True)
