@@ -42,11 +42,7 @@ def read_max_positions(source: str) -> tuple[int, str] | None:
         data = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    for section in (data, data.get("text_config") or {}):
-        for key in POSITION_KEYS:
-            if isinstance(section.get(key), int):
-                return section[key], key
-    return None
+    return _positions_of(data)
 
 
 def fetch_max_positions(source: str) -> tuple[int, str] | None:
@@ -62,7 +58,12 @@ def fetch_max_positions(source: str) -> tuple[int, str] | None:
         data = AutoConfig.from_pretrained(source, local_files_only=hub_offline()).to_dict()
     except Exception:  # unreachable or not a model: loading it later fails with the loader's one-line error
         return None
-    for section in (data, data.get("text_config") or {}):
+    return _positions_of(data)
+
+
+def _positions_of(config: dict) -> tuple[int, str] | None:
+    """(max positions, the key that said so) of a model config dict (multimodal: its text_config), else None."""
+    for section in (config, config.get("text_config") or {}):
         for key in POSITION_KEYS:
             if isinstance(section.get(key), int):
                 return section[key], key
