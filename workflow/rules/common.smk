@@ -7,6 +7,7 @@ sys.path.insert(0, f"{workflow.basedir}/src")
 try:
     from iobs.config import check_config_files, validate_config
     from iobs.errors import ConfigError
+    from iobs.models.gguf import source_string as gguf_source_string
     from iobs.models.positions import check_planned_positions
     from iobs.notebooks import round_metrics_paths as notebook_round_metrics
 except ImportError as err:
@@ -79,7 +80,10 @@ def tokenizer_label(model):
 
 
 def existing_model_source(model):
+    """The string that names an existing model to the jobs: a path, a hub id, or a GGUF source (iobs.models.gguf)."""
     spec = MODELS[model]
+    if spec.get("gguf"):
+        return gguf_source_string(spec["gguf"], f"models.{model}.gguf")
     return spec.get("path") or spec["hub"]
 
 
@@ -94,6 +98,8 @@ def dense_param(model):
 
 def model_key(model):
     spec = MODELS[model]
+    if spec.get("gguf"):
+        return f"models.{model}.gguf"
     return f"models.{model}.path" if spec.get("path") else f"models.{model}.hub"
 
 

@@ -8,6 +8,7 @@ import torch
 
 from iobs.data.tokenizer import limit_tokenizer_threads
 from iobs.errors import DataError, IobsError
+from iobs.models.gguf import is_gguf_source
 from iobs.models.load import load_model, load_tokenizer
 
 
@@ -37,15 +38,17 @@ def set_threads(threads: int | None) -> None:
 
 
 def model_location(name: str) -> str:
-    """A local model as an absolute path (for provenance), a hub id as given."""
+    """A local model (folder or .gguf file) as an absolute path (for provenance), a hub id as given."""
     path = Path(name).expanduser()
-    return str(path.resolve()) if path.is_dir() else name
+    return str(path.resolve()) if path.is_dir() or (is_gguf_source(name) and path.is_file()) else name
 
 
 def check_not_a_mistyped_path(name: str) -> None:
     """'results/model' reads as a hub id (owner/name) to iobs.models.load; if 'results' is a folder here, the user
     meant a path, so say that it is missing instead of failing on the hub."""
     head, sep, _ = name.partition("/")
+    if is_gguf_source(name):  # a GGUF file or package:DIST/FILE.gguf: iobs.models.gguf says what is missing
+        return
     if sep and head and not Path(name).expanduser().exists() and Path(head).expanduser().is_dir():
         raise DataError(f"MODEL {name}: no such folder (though {head}/ exists here): fix the path, or run from "
                         "another directory to mean the hub id")

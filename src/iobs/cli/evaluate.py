@@ -15,6 +15,7 @@ from iobs.data.bos import model_type_of, resolve_bos
 from iobs.errors import IobsError
 from iobs.eval.perplexity import perplexity
 from iobs.models.families import decoder_layers
+from iobs.models.gguf import source_record
 from iobs.atomic import atomic_write_json
 from iobs.provenance import build_record
 
@@ -52,7 +53,7 @@ def eval_command(args: argparse.Namespace, argv: list[str]) -> dict:
     windows = evaluation_windows(spec, tokenizer, args.seqlen, args.max_windows, model.config.vocab_size, bos=bos)
     result = perplexity(model, windows, args.batch_size, device, progress=not args.no_progress, label=args.model)
     result.update(model=model_location(args.model), data=spec, dtype=args.dtype,
-                  decoder_sparsity=decoder_sparsity(model), bos=bos.record())
+                  decoder_sparsity=decoder_sparsity(model), bos=bos.record(), **source_record(model))
     if args.json:
         params = {k: v for k, v in vars(args).items() if k not in ("command", "verbose")}
         result["provenance"] = build_record(job=JOB_NAME, params=params, seed=None,

@@ -69,7 +69,9 @@ def build_parser() -> Parser:
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", metavar="MODEL", help="Hugging Face hub id or a local folder written by save_pretrained")
+    p.add_argument("model", metavar="MODEL", help="Hugging Face hub id, a local folder written by save_pretrained, or a GGUF file "
+                   "(PATH.gguf, or package:DIST/FILE.gguf for one shipped in an installed package; needs the gguf "
+                   "extra)")
     p.add_argument("--tokenizer", metavar="TOK", help="tokenizer hub id or folder (default: MODEL's own)")
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu or cuda[:N] (default: auto)")
     p.add_argument("--dtype", choices=DTYPES, default="float32", help="weights' dtype (default: float32)")

@@ -32,6 +32,7 @@ from iobs.data.bos import model_type_of, resolve_bos
 from iobs.errors import IobsError
 from iobs.iterative.rounds import History, run_round, variant
 from iobs.models.families import decoder_layers
+from iobs.models.gguf import source_record
 from iobs.prune.driver import prunable_linears, prune_model
 from iobs.prune.save import save_pruned_model
 from iobs.prune.sparsity import SparsitySpec, check_nm_fits
@@ -150,6 +151,7 @@ def prune_command(args: argparse.Namespace, argv: list[str]) -> dict:
         metrics["calibration"] = sampler.describe()
         metrics["bos"] = bos.record()
         metrics["model"] = model_location(args.model)
+        metrics.update(source_record(model))
         atomic_write_json(out / METRICS_FILE, metrics)
         params = {k: v for k, v in vars(args).items() if k not in ("command", "no_progress", "verbose")}
         seconds = time.perf_counter() - start

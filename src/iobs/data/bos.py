@@ -95,6 +95,10 @@ def model_type_of(source, key: str = "bos") -> str | None:
     config = getattr(source, "config", source)
     if hasattr(config, "model_type"):
         return config.model_type
+    from iobs.models.gguf import gguf_model_type, is_gguf_source
+
+    if is_gguf_source(source):
+        return gguf_model_type(source)
     from transformers import AutoConfig
 
     try:

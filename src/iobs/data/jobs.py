@@ -73,6 +73,10 @@ def _model_key(ctx: JobContext, fix: bool = True) -> str:
     tok = ctx.wildcards.get("tok")
     if not tok:
         return "tokenizer"
+    from iobs.models.gguf import is_gguf_source
+
+    if is_gguf_source(ctx.params["tokenizer"]):
+        return f"models.{tok}.gguf"
     return f"models.{tok}.path" if fix or looks_local(ctx.params["tokenizer"]) else f"models.{tok}.hub"
 
 

@@ -9,6 +9,7 @@ from iobs.data.windows import eval_windows
 from iobs.errors import DataError
 from iobs.eval.perplexity import perplexity
 from iobs.jobs import JobContext
+from iobs.models.gguf import source_record
 from iobs.models.load import load_model, load_tokenizer, quiet_progress_bars
 
 
@@ -41,7 +42,7 @@ def evaluate_model(ctx: JobContext) -> dict:
         result = perplexity(model, windows, int(p.get("batch_size", 8)), ctx.device, label=str(source))
         results.append({**names, **result, "bos": bos.label})
     record = {"labels": p.get("labels", {}), "model": str(source), "dtype": p.get("dtype", "float32"),
-              "bos": bos.record(), "results": results}
+              "bos": bos.record(), "results": results, **source_record(model)}
     atomic_write_json(ctx.out("metrics"), record)
     return {"perplexity": {f"{r['eval_set']}-{r['split']}": r["perplexity"] for r in results},
             "bos": bos.record()}

@@ -8,6 +8,7 @@ from iobs.data.files import load_tensor
 from iobs.iterative.rounds import History, run_round, variant
 from iobs.iterative.steps import StepConfig
 from iobs.jobs import JobContext
+from iobs.models.gguf import source_record
 from iobs.models.load import load_model, load_tokenizer
 from iobs.prune.save import load_masks_and_support, save_masks, save_pruned_model
 from iobs.atomic import atomic_write_json
@@ -60,4 +61,4 @@ def iterative_round(ctx: JobContext) -> dict:
     changed = result.dynamics.get("changed_since_previous", {}).get("total")
     log.info("%s round %d: %d steps, loss %s -> %s, mask changed since previous round: %s", p["variant"],
              round_index, len(result.step_losses), result.step_losses[:1], result.step_losses[-1:], changed)
-    return {"round": {"seconds": result.seconds, "mask_changed_since_previous": changed}}
+    return {"round": {"seconds": result.seconds, "mask_changed_since_previous": changed}, **source_record(state)}

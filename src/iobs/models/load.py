@@ -15,6 +15,7 @@ from safetensors import SafetensorError
 
 from iobs.data.sources import hub_offline
 from iobs.errors import DataError
+from iobs.models.gguf import is_gguf_source, load_gguf_model, load_gguf_tokenizer
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -107,7 +108,10 @@ def _hub_snapshot(repo_id: str) -> Path | None:
 
 def load_model(name_or_path: str | Path, dtype: str | torch.dtype = "float32", device: str | torch.device = "cpu",
                key: str | None = None):
-    """AutoModelForCausalLM in eval mode on `device`; `key` = the config key that named it (for messages)."""
+    """AutoModelForCausalLM in eval mode on `device`; `key` = the config key that named it (for messages).
+    A source ending in .gguf is a GGUF file (iobs.models.gguf), dequantised into a plain model."""
+    if is_gguf_source(name_or_path):
+        return load_gguf_model(name_or_path, dtype, device, key)
     from transformers import AutoModelForCausalLM
 
     source, local = _source(name_or_path, key, "model")
@@ -125,7 +129,10 @@ def load_model(name_or_path: str | Path, dtype: str | torch.dtype = "float32", d
 
 
 def load_tokenizer(name_or_path: str | Path, key: str | None = None):
-    """transformers.AutoTokenizer from a local directory or a hub id (same rules and errors as load_model)."""
+    """transformers.AutoTokenizer from a local directory or a hub id (same rules and errors as load_model), or the
+    tokenizer stored in a GGUF file."""
+    if is_gguf_source(name_or_path):
+        return load_gguf_tokenizer(name_or_path, key)
     from transformers import AutoTokenizer
 
     source, local = _source(name_or_path, key, "tokenizer")

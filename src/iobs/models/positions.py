@@ -12,7 +12,8 @@ import os
 from pathlib import Path
 
 from iobs.config import sequence_lengths
-from iobs.errors import ConfigError
+from iobs.errors import ConfigError, DataError
+from iobs.models.gguf import gguf_max_positions, is_gguf_source, source_string
 
 POSITION_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length")
 
@@ -34,7 +35,10 @@ def _config_file(source: str) -> Path | None:
 
 
 def read_max_positions(source: str) -> tuple[int, str] | None:
-    """(positions, the config.json field holding them) of a local or cached model; None when unknown."""
+    """(positions, the config.json field holding them) of a local or cached model; None when unknown. For a GGUF
+    source: the file's context_length, when the file and the gguf package are here."""
+    if is_gguf_source(source):
+        return gguf_max_positions(source)
     path = _config_file(str(source))
     if path is None:
         return None
@@ -87,7 +91,15 @@ def check_planned_positions(config: dict) -> None:
     lengths = {key: length for key, (_, length) in sequence_lengths(config).items()}
     for name, spec in config.get("models", {}).items():
         source = spec.get("path") or spec.get("hub")
-        if "family" in spec or not source:
+        if "family" in spec or not (source or spec.get("gguf")):
+            continue
+        if spec.get("gguf"):  # the file may not be installed yet while planning: then the calibration job checks
+            key = f"models.{name}.gguf"
+            try:
+                source = source_string(spec["gguf"], key)
+            except DataError as err:
+                raise ConfigError(str(err)) from None
+            check_positions(name, key, read_max_positions(source), lengths)
             continue
         key = f"models.{name}.path" if spec.get("path") else f"models.{name}.hub"
         if spec.get("path") and not Path(os.path.expanduser(spec["path"])).is_dir():

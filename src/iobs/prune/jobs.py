@@ -6,6 +6,7 @@ import logging
 
 from iobs.data.files import load_tensor
 from iobs.jobs import JobContext
+from iobs.models.gguf import source_record
 from iobs.models.load import load_model, load_tokenizer
 from iobs.prune.driver import prune_model
 from iobs.prune.save import save_pruned_model
@@ -44,4 +45,4 @@ def prune_oneshot(ctx: JobContext) -> dict:
     log.info("%s %s: total sparsity %.4f in %.1f s", p["method"], p["sparsity"], report.total_sparsity,
              report.total_seconds)
     return {"pruning": {k: metrics[k] for k in ("method", "sparsity", "total_sparsity", "total_seconds",
-                                                  "peak_memory_mb")}}
+                                                  "peak_memory_mb")}, **source_record(model)}
