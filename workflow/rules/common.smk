@@ -294,6 +294,9 @@ def eval_inputs(wildcards):
 
 # ---- MMLU (workflow/rules/mmlu.smk) and heavy round states ----------------------------------------------------
 MMLU = config["mmlu"]
+if CHAIN and MODELS and MMLU["enabled"] and set(MMLU["methods"]) & set(ITER["variants"]) and ITER["rounds"] > 1:
+    config_error("mmlu.methods names round variants, whose models a chain keeps for its last round only: set "
+                 "iterative.granularity: round (one job per round, every round's model kept), as configs/paper.yaml does")
 
 
 def mmlu_models():
