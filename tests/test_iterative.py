@@ -474,3 +474,37 @@ def test_fixed_mask_rounds_correct_the_weights_on_round_one_mask(make_tiny_model
         assert result.dynamics["changed_since_previous"]["total"] == 0.0
         assert result.dynamics["regrowth"]["regrown"] == 0
     assert any(r.dynamics["changed_since_previous"]["total"] > 0 for r in free[1:])
+
+
+@pytest.mark.parametrize("name", list(VARIANTS))
+def test_the_lazy_round_loop_makes_the_sparse_models_of_the_eager_one(make_tiny_model, batches, name):
+    """rounds_module.run_rounds takes round r's steps at the start of round r+1 (none after the last round): every
+    round's sparse model is bit-identical to the eager loop's, resumed or not, and dense_ft projects one dense
+    state onto several sparsities in one loop."""
+    _, eager = run_rounds(make_tiny_model("opt"), batches, name)
+    sparse = []
+    seen = lambda r, s, model, masks: sparse.append(snapshot(model))  # noqa: E731
+    histories = {}
+
+    def keep(r, results, after):
+        histories.update(after)
+    model = make_tiny_model("opt")
+    rounds_module.run_rounds(model, lambda r: batches[r - 1], variant(name), rounds=2, solver="sparsegpt",
+                             sparsities="0.5", steps=STEPS, seed=7, on_sparse=seen, on_round=keep)
+    rounds_module.run_rounds(model, lambda r: batches[r - 1], variant(name), rounds=ROUNDS, solver="sparsegpt",
+                             sparsities="0.5", steps=STEPS, seed=7, first_round=3, histories=histories,
+                             on_sparse=seen)
+    assert len(sparse) == len(eager) == ROUNDS
+    for actual, expected in zip(sparse, eager):
+        assert_same_weights(actual, expected)
+    if name == "dense_ft":
+        both = []
+        rounds_module.run_rounds(make_tiny_model("opt"), lambda r: batches[r - 1], variant(name), rounds=ROUNDS,
+                                 solver="sparsegpt", sparsities=["0.5", "2:4"], steps=STEPS, seed=7,
+                                 on_sparse=lambda r, s, model, masks: both.append((s, snapshot(model))))
+        for actual, expected in zip([w for s, w in both if s == "0.5"], eager):
+            assert_same_weights(actual, expected)
+    else:
+        with pytest.raises(ConfigError):
+            rounds_module.run_rounds(make_tiny_model("opt"), lambda r: batches[r - 1], variant(name), rounds=1,
+                                     solver="sparsegpt", sparsities=["0.5", "2:4"], steps=STEPS)

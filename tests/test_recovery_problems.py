@@ -120,3 +120,19 @@ def test_sklearn_digits_fallback_scale():
     assert digits.shape == (4, 8, 8) and digits.max() <= 16 and digits.min() >= 0
     with pytest.raises(DataError, match="lower runs"):
         load_images("digits", None, 10_000)
+
+
+def test_the_digits_fallback_keeps_every_default_run_sparsity_constrained():
+    """Where MNIST is not on disk the default's image experiment falls back to 8x8 digits (d = 64): its k_factor
+    there (digits_k_factor) keeps k < d in every run, so the sparsity constraint is never removed."""
+    from pathlib import Path
+
+    from iobs.config import check_files
+    from iobs.recovery.images import load_images
+    from iobs.recovery.workflow import experiment_params
+
+    config = check_files([Path(__file__).resolve().parents[1] / "config.yaml"])
+    exp = experiment_params(config["synthetic"], {"image": "digits"}, "image")
+    images = torch.as_tensor(load_images("digits", None, exp["runs"]))
+    problem = image_problem(images, exp["k_factor"], exp["n_factor"], seed=0)
+    assert int(problem.k.max()) < images[0].numel()

@@ -1,5 +1,5 @@
 """The whole DAG end to end on a miniature config: every stage runs, artifacts carry provenance, and a second
-run has nothing to do, and a run killed while a job saves resumes with one command. Slow-ish (a couple of minutes
+run has nothing to do, and a run killed inside a chain resumes from its last finished round with one command. Slow-ish (a couple of minutes
 on 2 cores): the one run of the real Snakemake wiring (fixture finished_run in conftest.py), shared by every test."""
 
 import json
@@ -32,8 +32,18 @@ def test_every_stage_produces_its_artifacts(finished_run):
 
     table = pd.read_csv(results / "tables" / "pruning.csv")
     assert set(table["model"]) == {"t-opt", "t-llama"}
-    assert {"dense", "magnitude", "sparsegpt", "iobs", "sparsegpt_ft", "dense_ft", "dense_ft_dense"} <= set(table["method"])
-    assert set(table.loc[table["method"] == "iobs", "round"]) == {1, 2}
+    assert {"dense", "magnitude", "sparsegpt", "iobs", "sparsegpt_ft", "dense_ft", "dense_ft_dense",
+            "iobs_fixed_mask"} <= set(table["method"])
+    assert set(table.loc[table["method"] == "iobs", "round"]) == {1, 2, 3}
+    # the coarse grain: one job per (model, method) prunes, one per chain runs every round (dense_ft: per model)
+    benchmarks = results / "benchmarks" / "prune" / "t-opt"
+    assert (benchmarks / "magnitude" / "oneshot.tsv").is_file() and (benchmarks / "dense_ft" / "chain.tsv").is_file()
+    assert (benchmarks / "iobs" / "2:4" / "chain.tsv").is_file() and not (benchmarks / "iobs" / "2:4" / "round2.tsv").exists()
+    # the chain takes no gradient steps in its last round (nothing reads them) and none before round 1's projection
+    rounds = [json.loads((results / "prune" / "t-opt" / "iobs" / "2:4" / f"round{r}" / "metrics.json").read_text())
+              for r in (1, 2, 3)]
+    assert [len(m["step_losses"]) for m in rounds] == [0, 1, 1]
+    assert not (results / "prune" / "t-opt" / "iobs" / "2:4" / "chain.partial").exists()
     assert table["perplexity"].gt(1).all() and table["perplexity"].lt(1e6).all()
 
 
@@ -49,7 +59,7 @@ def test_round_one_equals_oneshot_sparsegpt_in_the_dag(finished_run):
 @pytest.mark.slow
 def test_artifacts_carry_provenance(finished_run):
     results = finished_run / "results"
-    record = json.loads((results / "prune" / "t-opt" / "sparsegpt" / "2:4" / "round0" / "provenance.json").read_text())
+    record = json.loads((results / "prune" / "t-opt" / "sparsegpt" / "oneshot.provenance.json").read_text())
     assert record["params"]["method"] == "sparsegpt" and record["versions"]["torch"]
     assert record["wall_seconds"] > 0
     metrics = json.loads((results / "prune" / "t-opt" / "sparsegpt" / "2:4" / "round0" / "metrics.json").read_text())
@@ -80,41 +90,51 @@ if _target:
 
 
 @pytest.mark.slow
-def test_a_run_killed_while_a_round_saves_resumes_with_one_command(finished_run, tmp_path):
+def test_a_run_killed_in_a_chain_resumes_from_its_last_finished_round(finished_run, tmp_path):
     workdir = tmp_path / "dag"
     shutil.copytree(finished_run, workdir, symlinks=True)
     hook = tmp_path / "hook"
     hook.mkdir()
     (hook / "sitecustomize.py").write_text(KILL_HOOK)
-    target = "results/prune/t-opt/iobs/2:4/round2"  # targets are named relative to the workdir
-    folder = workdir / target
+    chain = workdir / "results/prune/t-opt/iobs/2:4"
+    folder = chain / "round3"
     table = workdir / "results" / "tables" / "pruning.csv"
-    table_before = table.stat().st_mtime_ns
+    table_before, numbers_before = table.stat().st_mtime_ns, pd.read_csv(table)
 
-    # Redo the last round of one I-OBS run (as `--forcerun iterative_round` would) and kill everything during its save.
+    # Redo one I-OBS chain (as `--forcerun iterative_chain` would) and kill everything while its last round saves:
+    # round 2 is finished (its checkpoint written), round 3 is not.
     env = {"KILL_AT_REPLACE": str(folder / "model"),
            "PYTHONPATH": os.pathsep.join(filter(None, [str(hook), os.environ.get("PYTHONPATH")]))}
     # a new session: the hook's killpg takes Snakemake and the job, not pytest
-    killed = _snakemake(workdir, "--cores", "1", "--force", f"{target}/metrics.json", env=env, new_session=True)
+    target = "results/prune/t-opt/iobs/2:4/chain.provenance.json"  # targets are named relative to the workdir
+    killed = _snakemake(workdir, "--cores", "1", "--force", target, env=env, new_session=True)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     assert not (folder / "model").exists() and not (folder / "metrics.json").exists()
+    assert (chain / "chain.partial" / "manifest.json").is_file()
     assert (workdir / ".snakemake" / "locks").is_dir() and any((workdir / ".snakemake" / "locks").iterdir())
 
-    # A plain rerun must not take the half-done round for complete, nor the old tables for up to date.
+    # A plain rerun must not take the half-done chain for complete, nor the old tables for up to date.
     plain = _snakemake(workdir, "-n", "--cores", "1")
     said = plain.stdout + plain.stderr
     assert plain.returncode != 0 and "Nothing to be done" not in said
-    assert "IncompleteFilesException" in said and "round2/provenance.json" in said
+    assert "IncompleteFilesException" in said and "chain.provenance.json" in said
     assert "LockException" not in said  # the killed run's lock was removed: its process is gone
     assert "removed the stale lock of Snakemake pid" in said
 
     resumed = _snakemake(workdir, "--cores", "2", "--scheduler", "greedy", "--rerun-incomplete")
     assert resumed.returncode == 0, resumed.stderr[-4000:]
-    assert "rule iterative_round:" in resumed.stdout + resumed.stderr
+    assert "rule iterative_chain:" in resumed.stdout + resumed.stderr
+    log = (workdir / "results/logs/prune/t-opt/iobs/2:4/chain.log").read_text()
+    assert "resuming iobs after round 2" in log
     assert (folder / "model" / "config.json").is_file() and (folder / "metrics.json").is_file()
-    assert json.loads((folder / "provenance.json").read_text())["wildcards"]["round"] == "2"
+    assert (chain / "round2" / "metrics.json").is_file() and (chain / "round1" / "masks.pt").is_file()
+    assert json.loads((chain / "chain.provenance.json").read_text())["wildcards"]["variant"] == "iobs"
     assert not list(folder.glob(".model.*")), "the killed save's staging folder is cleaned up"
-    assert table.stat().st_mtime_ns > table_before  # the tables were remade from the redone round
+    assert not (chain / "chain.partial").exists(), "a finished chain removes its checkpoint"
+    assert table.stat().st_mtime_ns > table_before  # the tables were remade from the redone chain
+    # resuming from the checkpoint gives the numbers of the uninterrupted run
+    columns = ["model", "method", "sparsity", "round", "eval_set", "split", "perplexity"]
+    pd.testing.assert_frame_equal(pd.read_csv(table)[columns], numbers_before[columns])
     assert "Nothing to be done" in _snakemake(workdir, "-n", "--cores", "1").stdout
 
 

@@ -226,6 +226,69 @@ def round_inputs(wildcards):
     return inputs
 
 
+# ---- chain granularity (iterative.granularity: chain, iobs.pipeline.chains) --------------------------------------
+CHAIN = ITER["granularity"] == "chain"
+ROUNDS = list(range(1, ITER["rounds"] + 1))
+# variants whose chain is one job per (model, variant, sparsity); dense_ft's chain is one job per model
+PROJECTED_VARIANTS = [v for v in ITER["variants"] if v != "dense_ft"]
+
+
+def oneshot_sparsities(method):
+    """The sparsities of a one-shot group job: the methods table's, plus round 1 of the chains for their solver."""
+    labels = list(config["pruning"]["sparsities"]) if method in ONESHOT_METHODS else []
+    if method == ITER["solver"] and ITER["rounds"] > 0:
+        labels += [s for s in ITER["sparsities"] if s not in labels]
+    return labels
+
+
+def oneshot_group_methods():
+    return [*ONESHOT_METHODS, *([ITER["solver"]] if ITER["rounds"] > 0 and ITER["solver"] not in ONESHOT_METHODS else [])]
+
+
+def oneshot_paths(model, method, kind):
+    """kind = models | metrics | evals, in oneshot_sparsities(method) order."""
+    return [{"models": model_dir(model, method, s, 0), "metrics": prune_metrics_path(model, method, s, 0),
+             "evals": eval_path(model, method, s, 0)}[kind] for s in oneshot_sparsities(method)]
+
+
+def chain_sparsities(variant, sparsity=None):
+    return list(ITER["sparsities"]) if variant == "dense_ft" else [sparsity]
+
+
+def chain_paths(model, variant, sparsities, kind):
+    """kind = metrics | masks | evals | dense_evals, per sparsity then per round (iobs.pipeline.chains)."""
+    base = f"{RESULTS}/prune/{model}/{variant}"
+    make = {"metrics": lambda s, r: f"{base}/{s}/round{r}/metrics.json",
+            "masks": lambda s, r: f"{base}/{s}/round{r}/masks.pt",
+            "evals": lambda s, r: eval_path(model, variant, s, r),
+            "dense_evals": lambda s, r: eval_path(model, "dense_ft_dense", s, r)}[kind]
+    return [make(s, r) for s in sparsities for r in ROUNDS]
+
+
+def chain_inputs(model, variant, sparsities):
+    solver = ITER["solver"]
+    index = [oneshot_sparsities(solver).index(s) for s in sparsities]
+    inputs = {
+        "round1_models": [oneshot_paths(model, solver, "models")[i] for i in index],
+        "round1_metrics": [oneshot_paths(model, solver, "metrics")[i] for i in index],
+        "round1_evals": [oneshot_paths(model, solver, "evals")[i] for i in index],
+        "windows": [f"{RESULTS}/calibration/{calibration_label(model)}/batch{batch_index(r)}.pt" for r in ROUNDS],
+        "streams": [stream_path(tokenizer_label(model), spec) for _, _, spec in EVAL_STREAMS],
+        **dense_input(model),
+    }
+    if variant == "dense_ft":
+        inputs["dense_eval"] = eval_path(model, "dense", "0", 0)
+    return inputs
+
+
+def eval_params(model):
+    """The in-process evaluation settings of the one-shot group and chain jobs (as rule evaluate's params)."""
+    return dict(seqlen=config["eval"]["seqlen"], max_windows=config["eval"]["max_windows"],
+                eval_batch_size=config["eval"]["batch_size"],
+                streams=[dict(eval_set=name, split=split) for name, split, _ in EVAL_STREAMS],
+                bos=bos_setting(model), bos_key=f"models.{model}.bos")
+
+
 def eval_inputs(wildcards):
     tok = tokenizer_label(wildcards.model)
     inputs = {"streams": [stream_path(tok, spec) for _, _, spec in EVAL_STREAMS]}
@@ -237,6 +300,9 @@ def eval_inputs(wildcards):
 
 # ---- MMLU (workflow/rules/mmlu.smk) and heavy round states ----------------------------------------------------
 MMLU = config["mmlu"]
+if CHAIN and MODELS and MMLU["enabled"] and set(MMLU["methods"]) & set(ITER["variants"]) and ITER["rounds"] > 1:
+    config_error("mmlu.methods names round variants, whose models a chain keeps for its last round only: set "
+                 "iterative.granularity: round (one job per round, every round's model kept), as configs/paper.yaml does")
 
 
 def mmlu_models():

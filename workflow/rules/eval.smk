@@ -10,6 +10,7 @@ rule evaluate:
         provenance=f"{RESULTS}/eval/{{model}}/{{method}}/{{sparsity}}/round{{round}}/provenance.json",
     wildcard_constraints:
         round=r"\d+",
+        method="dense" if CHAIN else r"[^/]+",  # chain jobs evaluate what they make, in process
     params:
         job="iobs.eval.jobs:evaluate_model",
         model=lambda w: model_dir(w.model, w.method, w.sparsity, w.round),

@@ -1,4 +1,4 @@
-"""`iobs prune`: one-shot pruning (iobs.prune.driver.prune_model) or I-OBS rounds (iobs.iterative.rounds.run_round)
+"""`iobs prune`: one-shot pruning (iobs.prune.driver.prune_model) or I-OBS rounds (iobs.iterative.rounds.run_rounds)
 of one model, saved like the DAG's jobs save theirs (iobs.prune.save.save_pruned_model).
 
 Layout of --out DIR (the folder is itself the pruned model: AutoModelForCausalLM.from_pretrained(DIR) loads it):
@@ -30,7 +30,7 @@ from iobs.cli.outputs import check_writable, exclusive_output
 from iobs.cli.parser import solver_options, step_config
 from iobs.data.bos import model_type_of, resolve_bos
 from iobs.errors import IobsError
-from iobs.iterative.rounds import History, run_round, variant
+from iobs.iterative.rounds import run_rounds, variant
 from iobs.models.families import decoder_layers
 from iobs.models.gguf import source_record
 from iobs.prune.driver import prunable_linears, prune_model
@@ -98,24 +98,30 @@ def run_iobs(model, tokenizer, sampler: CalibrationSampler, spec: SparsitySpec, 
     steps = step_config(args)
     if device.type == "cuda":  # the gradient steps need the whole model on the device, not one layer at a time
         model.to(device)
-    history = History()
     per_round = []
-    with staging_folder(out, args.save_every_round) as staging:
-        for r in tqdm(range(1, args.rounds + 1), desc="I-OBS rounds", disable=args.no_progress, file=sys.stderr):
-            batch = sampler.batch(r - 1 if args.batches == "fresh" else 0)
+    with staging_folder(out, args.save_every_round) as staging, \
+            tqdm(total=args.rounds, desc="I-OBS rounds", disable=args.no_progress, file=sys.stderr) as bar:
 
-            def save_round(sparse_model, masks, r=r):
-                if staging is not None:
-                    save_pruned_model(sparse_model, staging / f"round{r}", masks=masks, tokenizer=tokenizer)
+        def save_round(r, sparsity, sparse_model, masks):
+            if staging is not None:
+                save_pruned_model(sparse_model, staging / f"round{r}", masks=masks, tokenizer=tokenizer)
 
-            # the last round's sparse model is the result: no gradient step after it
-            result = run_round(model, batch, r, variant("iobs"), solver=args.solver, sparsity=spec.label, steps=steps,
-                               solver_options=solver_options(args), **history.as_kwargs(), seed=args.seed,
-                               take_steps=r < args.rounds, on_sparse=save_round,
-                               progress=not args.no_progress, device=device)
-            history = history.after(result)
-            per_round.append({"round": r, "projection": result.projection.to_dict(), "step_losses": result.step_losses,
-                              "dynamics": _totals(result.dynamics), "seconds": result.seconds})
+        def record(r, results, histories):
+            result = results[spec.label]
+            # The library's loop takes round r-1's steps at the start of round r (none after the last round): they
+            # are reported with round r-1, whose steps they are.
+            if per_round:
+                per_round[-1]["step_losses"] = result.step_losses
+                per_round[-1]["seconds"]["steps"] = result.seconds["steps"]
+            per_round.append({"round": r, "projection": result.projection.to_dict(), "step_losses": [],
+                              "dynamics": _totals(result.dynamics),
+                              "seconds": {"projection": result.seconds["projection"], "steps": 0.0}})
+            bar.update()
+
+        history = run_rounds(model, lambda r: sampler.batch(r - 1 if args.batches == "fresh" else 0), variant("iobs"),
+                             rounds=args.rounds, solver=args.solver, sparsities=spec.label, steps=steps,
+                             solver_options=solver_options(args), seed=args.seed, on_sparse=save_round,
+                             on_round=record, progress=not args.no_progress, device=device)[spec.label]
         save_pruned_model(model, out, masks=history.previous_masks, tokenizer=tokenizer)
         if staging is not None:
             os.replace(staging, out / ROUNDS_DIR)

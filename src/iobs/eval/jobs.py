@@ -36,13 +36,24 @@ def evaluate_model(ctx: JobContext) -> dict:
     model = load_model(source, p.get("dtype", "float32"), ctx.device, key=p.get("model_key"))
     bos = job_bos_policy(p.get("bos", "auto"), model, lambda: load_tokenizer(source, key=p.get("model_key")),
                          p.get("bos_key", "bos"))
-    results = []
-    for path, names in zip(streams, p["streams"]):
-        windows = eval_windows(load_stream(path), int(p.get("seqlen", 256)), p.get("max_windows"), bos.bos_id)
-        result = perplexity(model, windows, int(p.get("batch_size", 8)), ctx.device, label=str(source))
-        results.append({**names, **result, "bos": bos.label})
-    record = {"labels": p.get("labels", {}), "model": str(source), "dtype": p.get("dtype", "float32"),
-              "bos": bos.record(), "results": results, **source_record(model)}
+    record = score_streams(model, streams, p["streams"], bos, labels=p.get("labels", {}), source=str(source),
+                           dtype=p.get("dtype", "float32"), seqlen=int(p.get("seqlen", 256)),
+                           max_windows=p.get("max_windows"), batch_size=int(p.get("batch_size", 8)),
+                           device=ctx.device)
+    results = record["results"]
     atomic_write_json(ctx.out("metrics"), record)
     return {"perplexity": {f"{r['eval_set']}-{r['split']}": r["perplexity"] for r in results},
             "bos": bos.record()}
+
+
+def score_streams(model, stream_paths, stream_names, bos, *, labels: dict, source: str, dtype: str = "float32",
+                  seqlen: int = 256, max_windows=None, batch_size: int = 8, device="cpu") -> dict:
+    """The evaluation record of a model in memory (the evaluate job's JSON): its perplexity on every stream.
+    Jobs that make models score them here, in process, rather than in one more job per model."""
+    results = []
+    for path, names in zip(stream_paths, stream_names):
+        windows = eval_windows(load_stream(path), int(seqlen), max_windows, bos.bos_id)
+        result = perplexity(model, windows, int(batch_size), device, label=str(source))
+        results.append({**names, **result, "bos": bos.label})
+    return {"labels": labels, "model": str(source), "dtype": dtype, "bos": bos.record(), "results": results,
+            **source_record(model)}

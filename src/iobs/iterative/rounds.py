@@ -189,16 +189,77 @@ def run_round(state: nn.Module, batch: torch.Tensor, round_index: int, schedule:
 
     losses: list[float] = []
     t0 = time.perf_counter()
-    if take_steps and steps.steps > 0:
-        masked = steps.masked if schedule.masked_steps is None else schedule.masked_steps
-        home = next(state.parameters()).device
-        if device is not None and torch.device(device) != home:
-            state.to(device)  # the steps need every layer on the compute device (the projection moved one at a time)
-        step_config = replace(steps, masked=masked)
-        with step_progress(batch.shape[0], step_config, round_index, progress) as progress_kwargs:
-            losses = gradient_steps(state, batch, step_config, masks=masks if masked else None,
-                                    seed=seed + round_index, **progress_kwargs)
-        state.to(home)
+    if take_steps:
+        losses = round_steps(state, batch, round_index, schedule, steps=steps, masks=masks, seed=seed,
+                             device=device, progress=progress)
     timings["steps"] = time.perf_counter() - t0
     return RoundResult(masks=masks, support=support, state=state, step_losses=losses,
                        projection=projection, dynamics=dynamics, seconds=timings)
+
+
+def round_steps(state: nn.Module, batch: torch.Tensor, round_index: int, schedule: Schedule, *, steps: StepConfig,
+                masks: dict[str, torch.Tensor] | None, seed: int = 0, device=None, progress: bool = False) -> list[float]:
+    """The gradient steps of round `round_index` on `state` (in place), with that round's batch and masks; the
+    step losses. run_rounds takes them lazily, at the start of the next round, so the last round takes none."""
+    if steps.steps <= 0:
+        return []
+    masked = steps.masked if schedule.masked_steps is None else schedule.masked_steps
+    home = next(state.parameters()).device
+    if device is not None and torch.device(device) != home:
+        state.to(device)  # the steps need every layer on the compute device (the projection moved one at a time)
+    step_config = replace(steps, masked=masked)
+    with step_progress(batch.shape[0], step_config, round_index, progress) as progress_kwargs:
+        losses = gradient_steps(state, batch, step_config, masks=masks if masked else None,
+                                seed=seed + round_index, **progress_kwargs)
+    state.to(home)
+    return losses
+
+
+def run_rounds(state: nn.Module, batch_for: Callable[[int], torch.Tensor], schedule: Schedule, *, rounds: int,
+               solver: str, sparsities, steps: StepConfig, solver_options: dict | None = None, seed: int = 0,
+               first_round: int = 1, histories: dict[str, History] | None = None,
+               on_round: Callable[[int, dict[str, RoundResult], dict[str, History]], None] | None = None,
+               on_sparse: Callable[[int, str, nn.Module, dict[str, torch.Tensor]], None] | None = None,
+               progress: bool = False, device=None, batch_size: int = 1,
+               offload_activations: bool = False) -> dict[str, History]:
+    """The round loop (the pipeline's chain jobs, the CLI, the sweep and the tests all use it): rounds
+    `first_round`..`rounds` of `schedule` on `state` (modified in place).
+
+    batch_for(r): round r's calibration batch. Round r's gradient steps are taken lazily at the start of round
+    r + 1 (so the last round takes none: nothing reads them), which makes the loop resumable from the end of any
+    round: `state` is then that round's state before its steps, as on_round saw it, and `histories` its masks.
+    sparsities: one label, or several for a schedule that does not carry its projection (dense_ft: the dense
+    states do not depend on the sparsity, so one loop projects them onto every sparsity).
+    on_sparse(r, sparsity, model, masks): the round's sparse model, before anything else changes it.
+    on_round(r, {sparsity: RoundResult}, {sparsity: History after r}): after round r, with `state` at its
+    resumable point (a checkpoint can be written here); each result's step_losses / seconds["steps"] are the steps
+    taken at the start of round r (round r-1's). Returns the histories after the last round.
+    """
+    sparsities = [sparsities] if isinstance(sparsities, str) else list(sparsities)
+    if schedule.carry_projection and len(sparsities) != 1:
+        raise ConfigError("a variant that carries its projection runs one sparsity per loop")
+    histories = dict(histories or {})
+    for r in range(first_round, rounds + 1):
+        losses: list[float] = []
+        t0 = time.perf_counter()
+        if r > 1:  # round r-1's steps, with its batch and (for masked steps) its masks
+            masks = histories[sparsities[0]].previous_masks if schedule.carry_projection else None
+            losses = round_steps(state, batch_for(r - 1), r - 1, schedule, steps=steps, masks=masks, seed=seed,
+                                 device=device, progress=progress)
+        step_seconds = time.perf_counter() - t0
+        batch = batch_for(r)
+        results = {}
+        for sparsity in sparsities:
+            history = histories.get(sparsity, History())
+            hook = None if on_sparse is None else (lambda model, masks, s=sparsity: on_sparse(r, s, model, masks))
+            result = run_round(state, batch, r, schedule, solver=solver, sparsity=sparsity, steps=steps,
+                               solver_options=solver_options, **history.as_kwargs(), seed=seed, take_steps=False,
+                               on_sparse=hook, progress=progress, device=device, batch_size=batch_size,
+                               offload_activations=offload_activations)
+            result.step_losses = losses
+            result.seconds["steps"] = step_seconds
+            histories[sparsity] = history.after(result)
+            results[sparsity] = result
+        if on_round is not None:
+            on_round(r, results, dict(histories))
+    return histories

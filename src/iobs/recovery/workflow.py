@@ -17,6 +17,9 @@ def experiment_params(synthetic: dict, image_sources: dict[str, str], name: str)
     exp = dict(synthetic["experiments"][name])
     if exp["prior"] == "image":
         exp["image_source"] = image_sources[name]
+        if image_sources[name] == "digits":  # d = 64: k_factor 2 would clamp k to d (no sparsity constraint)
+            exp["k_factor"] = exp.get("digits_k_factor", 1.5)
+        exp.pop("digits_k_factor", None)
     return exp
 
 
