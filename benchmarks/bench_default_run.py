@@ -1,19 +1,20 @@
 """Wall time of the default run (`make run` on the embedded config.yaml), cold, in a temporary folder.
 
-    python benchmarks/bench_default_run.py [--cores 2] [--mnist-dir DIR] [--keep DIR] [--compare OTHER_WORKDIR]
+    python benchmarks/bench_default_run.py [--cores 2] [--mnist-dir DIR] [--keep DIR] [--compare OTHER_WORKDIR] [--busy N]
 
 Runs Snakemake on the repository's Snakefile with config.yaml (mnist_dir resolved against the repository, as `make
 run` there would) in a fresh folder, then prints the job count, the wall time per stage (the sum of the jobs' wall
 times of the stage's rules, and the stage's span from its first job's start to its last job's end), the slowest
 jobs and the total. It then runs again and asserts that nothing is left to do. --compare: assert that this run's
 tables equal another finished run's apart from timing columns (the determinism check: run once with the other
-core busy, e.g. `python -c 'while 1: pass' &`, and once quiet). Speed figures live here, never in the tests.
+core busy, --busy 1, and once quiet). Speed figures live here, never in the tests.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import multiprocessing
 import os
 import re
 import subprocess
@@ -84,6 +85,12 @@ def tables_equal(a: Path, b: Path) -> list[str]:
     return problems
 
 
+def _spin() -> None:
+    """Burns one core until terminated: the 'other core kept busy' of the load-independence check."""
+    while True:
+        pass
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cores", type=int, default=2)
@@ -91,6 +98,9 @@ def main(argv=None) -> int:
     parser.add_argument("--keep", default=None, help="run in this folder (kept) instead of a temporary one")
     parser.add_argument("--compare", default=None, help="a finished workdir whose tables must equal this run's")
     parser.add_argument("--top", type=int, default=10)
+    parser.add_argument("--busy", type=int, default=0,
+                        help="keep this many cores busy with spinning processes during the run (load-independence "
+                             "check: compare its tables with a quiet run's through --compare)")
     args = parser.parse_args(argv)
 
     workdir = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="iobs-default-"))
@@ -102,9 +112,18 @@ def main(argv=None) -> int:
     print(f"workdir {workdir}; load average before: {os.getloadavg()}; mnist_dir {mnist.resolve()} "
           f"({'present' if mnist.is_dir() else 'missing: the digits fallback'})", flush=True)
 
+    spinners = [multiprocessing.Process(target=_spin, daemon=True) for _ in range(args.busy)]
+    for spinner in spinners:
+        spinner.start()
     t0 = time.time()
-    proc = snakemake(workdir, "--cores", str(args.cores), "--scheduler", "greedy")
+    try:
+        proc = snakemake(workdir, "--cores", str(args.cores), "--scheduler", "greedy")
+    finally:
+        for spinner in spinners:
+            spinner.terminate()
     total = time.time() - t0
+    if spinners:
+        print(f"ran beside {len(spinners)} spinning process(es)")
     if proc.returncode != 0:
         print(proc.stderr[-4000:], file=sys.stderr)
         return 1

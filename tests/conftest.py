@@ -8,7 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from iobs.allocator import tune_allocator
 from iobs.models.families import TINY_CONFIGS, TinyDims, build_tiny_model
+
+tune_allocator()  # the suite's forward passes reuse heap blocks as the pipeline's jobs do (iobs.allocator)
 
 REPO = Path(__file__).resolve().parents[1]
 # The real data files lie beside the checkout (../shared/data), or wherever IOBS_SHARED_DATA points.

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from iobs.allocator import tune_allocator
 from iobs.atomic import remove_path, stale_temporaries
 from iobs.errors import IobsError
 from iobs.provenance import write_provenance
@@ -133,6 +134,7 @@ def _unmark(output: dict[str, Any]) -> None:
 
 def run_from_snakemake(smk) -> None:
     """Entry point for workflow/scripts/job.py: build the context from Snakemake's object and run the job."""
+    tune_allocator()
     log_path = smk.log[0] if len(smk.log) else None
     configure_logging(log_path)
     params = _named(smk.params)

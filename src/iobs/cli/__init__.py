@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import sys
 
+from iobs.allocator import tune_allocator
 from iobs.errors import IobsError
 
 EXIT_USER_ERROR = 2
@@ -45,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     Everything, imports included, runs inside the handlers: Ctrl-C while torch loads is one line too.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
+    tune_allocator()
     try:
         _run(argv)
     except SystemExit as exit_:  # --help from argparse
