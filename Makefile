@@ -60,7 +60,7 @@ test-latest:
 	$(PYTHON) -m venv $(LATEST_VENV)
 	$(LATEST_VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(LATEST_VENV)/bin/python -m pip install --quiet $(TORCH)
-	$(LATEST_VENV)/bin/python -m pip install --quiet -e ".[test,mmlu,slurm]"
+	$(LATEST_VENV)/bin/python -m pip install --quiet -e ".[pipeline,test,mmlu,slurm,gguf]"
 	IOBS_LOCK_FILE=$(CURDIR)/$(LOCK) $(LATEST_VENV)/bin/python -m iobs.lock
 	PATH="$(CURDIR)/$(LATEST_VENV)/bin:$$PATH" python -m pytest $(ARGS)
 

@@ -14,12 +14,13 @@ from transformers import AutoModelForCausalLM
 from iobs.errors import ConfigError, IobsError
 from iobs.iterative import rounds as rounds_module
 from iobs.iterative.dynamics import changed_fraction, regrowth
-from iobs.iterative.rounds import VARIANTS, History, run_round, variant
+from iobs.iterative.rounds import History, run_round, variant
 from iobs.iterative.steps import StepConfig, calibration_loss, gradient_steps, trainable_parameters
 from iobs.models.families import decoder_layers
 from iobs.prune.driver import prune_model
 from iobs.prune.save import load_masks, load_support, save_masks, save_pruned_model
-from iobs.prune.sparsity import SparsitySpec, pruned_count
+from iobs.prune.spec import SparsitySpec, pruned_count
+from iobs.registry import VARIANTS
 from tests.conftest import FAMILIES
 
 # Large enough that unmasked steps visibly regrow pruned weights, small enough to stay finite on a random model.

@@ -1,4 +1,5 @@
-"""Loading and validating the experiment configuration against workflow/schemas/config.schema.yaml.
+"""Loading and validating the experiment configuration against the schema shipped in the package
+(src/iobs/schemas/config.schema.yaml), whose solver, variant and sparsity entries come from iobs.registry.
 
 Validation stops at the first problem with one line naming the key path and what is allowed; it also fills
 the defaults that the schema declares, so a user's config may omit any key that has one.
@@ -14,17 +15,33 @@ from typing import Any
 import jsonschema
 import yaml
 
+from iobs import registry
 from iobs.errors import ConfigError
+from iobs.prune.spec import SparsitySpec, SparsitySpecError
 
-SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+# Package data, so that a non-editable install validates configs too.
+SCHEMA_PATH = Path(__file__).resolve().parent / "schemas" / "config.schema.yaml"
 
 
 def load_schema(path: str | Path | None = None) -> dict:
+    """The config schema with every ``x-registry: KIND`` node filled from iobs.registry (enums of solvers and
+    variants, solver option blocks, the sparsity pattern)."""
     schema_path = Path(path) if path else SCHEMA_PATH
     if not schema_path.is_file():
-        raise ConfigError(f"config schema not found at {schema_path}: run from a full checkout of the iobs repository")
+        raise ConfigError(f"config schema not found at {schema_path}: reinstall iobs (`make setup`)")
     with open(schema_path) as fh:
-        return yaml.safe_load(fh)
+        return _fill_registry(yaml.safe_load(fh))
+
+
+def _fill_registry(node):
+    if isinstance(node, dict):
+        filled = {key: _fill_registry(value) for key, value in node.items() if key != "x-registry"}
+        if "x-registry" in node:
+            filled = {**copy.deepcopy(registry.schema_fragment(node["x-registry"])), **filled}
+        return filled
+    if isinstance(node, list):
+        return [_fill_registry(item) for item in node]
+    return node
 
 
 def _record_positions(node, path: tuple, positions: dict, filename: str) -> None:
@@ -295,12 +312,17 @@ def _check_consistency(config: dict) -> None:
                               "variant's best round: add one, e.g. eval.sets.<name>.valid, or set iterative.rounds: 0")
     for key in ("pruning", "iterative"):
         for text in config.get(key, {}).get("sparsities", []):
-            if ":" in text:
-                n, m = (int(x) for x in text.split(":"))
-                if not 0 < n < m:
-                    raise ConfigError(f"{key}.sparsities: '{text}' must be N:M with 0 < N < M")
-            elif not 0 < float(text) < 1:
-                raise ConfigError(f"{key}.sparsities: '{text}' must be a fraction strictly between 0 and 1")
+            try:
+                SparsitySpec.parse(text)
+            except SparsitySpecError as err:
+                raise ConfigError(f"{key}.sparsities: {err}") from None
+    iterative = config.get("iterative", {})
+    fixed = [v for v in iterative.get("variants", []) if registry.VARIANTS[v].schedule.fixed_mask]
+    solver = iterative.get("solver", "sparsegpt")
+    if fixed and iterative.get("rounds", 0) >= 2 and not registry.SOLVERS[solver].keeps_mask:
+        raise ConfigError(f"iterative.variants: {', '.join(fixed)} projects onto round 1's mask, which solver "
+                          f"{solver} cannot keep: use iterative.solver "
+                          f"{' or '.join(registry.mask_keeping_solvers())}, or drop {', '.join(fixed)}")
     for name, exp in config.get("synthetic", {}).get("experiments", {}).items():
         if exp.get("prior") == "gaussian":
             if exp["k"] < exp["k_true"]:
@@ -334,6 +356,9 @@ def main(argv=None) -> int:
     import sys
 
     paths = list(sys.argv[1:] if argv is None else argv) or ["config.yaml"]
+    if paths == ["--schema"]:  # the schema as validation sees it (registry entries filled in)
+        yaml.safe_dump(load_schema(), sys.stdout, sort_keys=False, width=120)
+        return 0
     try:
         check_files(paths)
     except ConfigError as err:

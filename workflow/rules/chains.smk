@@ -2,7 +2,7 @@
 # chains per (model, variant, sparsity) and dense_ft per model, every evaluation in process (iobs.pipeline.chains).
 # Round 1 of every chain is read from the solver's one-shot job; the last round takes no gradient steps.
 
-CHAIN_VARIANTS = "|".join(PROJECTED_VARIANTS) or "^$"
+CHAIN_VARIANTS = registry.wildcard(PROJECTED_VARIANTS)
 
 
 for _method in oneshot_group_methods():

@@ -5,6 +5,7 @@ import sys
 sys.path.insert(0, f"{workflow.basedir}/src")
 
 try:
+    from iobs import registry
     from iobs.config import check_config_files, validate_config
     from iobs.errors import ConfigError
     from iobs.models.gguf import source_string as gguf_source_string

@@ -5,9 +5,10 @@
 #   rule evaluate (eval.smk): the grain where a round costs GPU-hours.
 # The model stays on the CPU; one decoder layer at a time runs on the rule's GPU when resources give it one.
 
-METHODS = "magnitude|wanda|sparsegpt|obc"
-VARIANTS = "iobs|sparsegpt_ft|dense_ft|iobs_fixed_mask"
-SPARSITY = r"0\.\d+|\d+:\d+"
+# Wildcard constraints from the one registry of solvers, variants and the sparsity grammar (iobs.registry).
+METHODS = registry.wildcard(registry.oneshot_methods())
+VARIANTS = registry.wildcard(registry.variant_names())
+SPARSITY = registry.SPARSITY_PATTERN
 
 
 if CHAIN:

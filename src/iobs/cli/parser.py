@@ -10,12 +10,15 @@ import argparse
 import math
 from dataclasses import fields
 
+from iobs import registry
 from iobs.errors import IobsError
 from iobs.iterative.step_config import StepConfig
+from iobs.prune.spec import SparsitySpec, SparsitySpecError
 
-ONESHOT_METHODS = ("sparsegpt", "obc", "wanda", "magnitude")
+ONESHOT_METHODS = registry.oneshot_methods()
 METHODS = (*ONESHOT_METHODS, "iobs")
-ROUND_SOLVERS = ("sparsegpt", "obc")
+ROUND_SOLVERS = registry.projection_solvers()
+SOLVER_FLAGS = {"block_size": "blocksize", "percdamp": "percdamp"}  # argparse dest -> solver option (iobs.registry)
 DTYPES = ("float32", "bfloat16", "float16")
 DEFAULT_ROUNDS = 3  # "I-OBS(3)", the round the paper's tables report
 
@@ -103,7 +106,7 @@ def _add_prune(p: argparse.ArgumentParser) -> None:
                      help="sequences per forward pass through a layer; more is faster on a GPU, and the Hessians "
                      "differ only by float rounding (default: 1, as the SparseGPT reference)")
 
-    solver = p.add_argument_group("solver (sparsegpt, obc, and the projection of iobs)")
+    solver = p.add_argument_group(f"solver ({', '.join(ROUND_SOLVERS)}, and the projection of iobs)")
     solver.add_argument("--block-size", type=int, metavar="B", help="SparseGPT column block size (default: 128)")
     solver.add_argument("--percdamp", type=finite_float, metavar="F",
                         help="Hessian damping, a fraction of mean(diag H) (default: 0.01)")
@@ -160,10 +163,15 @@ def check_prune_args(args: argparse.Namespace) -> None:
         if given:
             raise UsageError(f"{', '.join(given)} only apply to --method iobs (got --method {args.method})")
     solver = (args.solver or "sparsegpt") if args.method == "iobs" else args.method
-    if args.block_size is not None and solver != "sparsegpt":
-        raise UsageError(f"--block-size only applies to the sparsegpt solver (this run uses {solver})")
-    if args.percdamp is not None and solver not in ("sparsegpt", "obc"):
-        raise UsageError(f"--percdamp only applies to the sparsegpt and obc solvers (this run uses {solver})")
+    for flag_name, option in SOLVER_FLAGS.items():  # each flag applies to the solvers registering its option
+        if getattr(args, flag_name) is not None and option not in registry.SOLVERS[solver].options:
+            takers = [n for n, e in registry.SOLVERS.items() if option in e.options]
+            raise UsageError(f"{flag(flag_name)} only applies to the {' and '.join(takers)} solver"
+                             f"{'s' if len(takers) > 1 else ''} (this run uses {solver})")
+    try:
+        SparsitySpec.parse(args.sparsity)
+    except SparsitySpecError as err:
+        raise UsageError(f"--sparsity: {err}") from None
     for name in ("samples", "seqlen", "batch_size", "block_size", "rounds", "micro_batch"):
         value = getattr(args, name)
         if value is not None and value < 1:
@@ -185,12 +193,7 @@ def check_prune_args(args: argparse.Namespace) -> None:
 
 def solver_options(args: argparse.Namespace) -> dict:
     """Keyword options of the solver (iobs.prune.solvers), only those given on the command line."""
-    options = {}
-    if args.block_size is not None:
-        options["blocksize"] = args.block_size
-    if args.percdamp is not None:
-        options["percdamp"] = args.percdamp
-    return options
+    return {option: getattr(args, name) for name, option in SOLVER_FLAGS.items() if getattr(args, name) is not None}
 
 
 def step_config(args: argparse.Namespace):

@@ -6,7 +6,7 @@ A round r takes the state left by round r-1 (the dense model at r = 1) and this 
   2. gradient steps on the calibration LM loss with X_r; the stepped weights are the state for round r+1.
 Round 1's projection of the dense model with the base calibration batch is exactly one-shot SparseGPT.
 
-The controls differ only in their Schedule, so they use the same batches, optimizer and step counts:
+The controls differ only in their Schedule (iobs.registry), so they use the same batches, optimizer and step counts:
   sparsegpt_ft: project once (round 1), then masked steps; round r's model = SparseGPT + (r-1) blocks of masked
                 fine-tuning.
   dense_ft:     steps on the unpruned model; round r's model = one-shot projection of the dense model after r-1
@@ -29,28 +29,12 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from iobs import registry
 from iobs.errors import ConfigError
 from iobs.iterative.dynamics import changed_fraction, regrowth
 from iobs.iterative.steps import StepConfig, gradient_steps, micro_batches_per_step
 from iobs.prune.driver import PruneReport, prune_model
-
-
-@dataclass(frozen=True)
-class Schedule:
-    project_every_round: bool  # False: only round 1 projects; later rounds keep the mask
-    masked_steps: bool | None  # None: as the step config says; True/False: forced
-    carry_projection: bool  # False: the steps continue from the unprojected state (the dense reference)
-    fixed_mask: bool = False  # True: rounds >= 2 project onto round 1's mask (the solver corrects, never reselects)
-
-
-VARIANTS = {
-    "iobs": Schedule(project_every_round=True, masked_steps=None, carry_projection=True),
-    "sparsegpt_ft": Schedule(project_every_round=False, masked_steps=True, carry_projection=True),
-    "dense_ft": Schedule(project_every_round=True, masked_steps=False, carry_projection=False),
-    # I-OBS without mask reselection: what re-projection gives beyond masked fine-tuning when the mask cannot move
-    "iobs_fixed_mask": Schedule(project_every_round=True, masked_steps=False, carry_projection=True,
-                                fixed_mask=True),
-}
+from iobs.registry import Schedule
 
 
 @dataclass
@@ -85,9 +69,10 @@ class History:
 
 
 def variant(name: str) -> Schedule:
-    if name not in VARIANTS:
-        raise ConfigError(f"unknown iterative variant '{name}' (choose one of {', '.join(VARIANTS)})")
-    return VARIANTS[name]
+    """The schedule of a registered variant (iobs.registry)."""
+    if name not in registry.VARIANTS:
+        raise ConfigError(f"unknown iterative variant '{name}' (choose one of {', '.join(registry.VARIANTS)})")
+    return registry.VARIANTS[name].schedule
 
 
 def current_masks(model: nn.Module, names) -> dict[str, torch.Tensor]:

@@ -24,12 +24,13 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from iobs import registry
 from iobs.errors import ConfigError, IobsError
 from iobs.models.families import decoder_layers
 from iobs.prune.capture import CapturedInputs, capture_first_layer_inputs, run_layer
 from iobs.prune.hessian import LayerHessians, StopLayer
 from iobs.prune.solvers import SOLVERS, solve, solve_group
-from iobs.prune.sparsity import SparsitySpec
+from iobs.prune.spec import SparsitySpec
 
 log = logging.getLogger("iobs")
 
@@ -221,7 +222,8 @@ def prune_model(model: nn.Module, input_ids: torch.Tensor, method: str, sparsity
             raise ConfigError(f"unknown pruning method {method!r}; choose one of {', '.join(sorted(SOLVERS))}")
         solver = solve
         if fixed_masks is not None and "mask" not in inspect.signature(SOLVERS[method]).parameters:
-            raise ConfigError(f"pruning method {method!r} cannot prune onto a given mask; sparsegpt can")
+            raise ConfigError(f"pruning method {method!r} cannot prune onto a given mask; "
+                              f"{', '.join(registry.projection_solvers())} can")
     skip = list(skip)
     layers = decoder_layers(model)
     names = _layer_names(model, layers)

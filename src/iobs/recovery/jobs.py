@@ -26,7 +26,7 @@ def _mapping(value, where: str) -> dict:
 
 def _get(section: dict, key: str, where: str):
     if key not in section:
-        raise ConfigError(f"{where}.{key} is missing: add it to config.yaml (see workflow/schemas/config.schema.yaml)")
+        raise ConfigError(f"{where}.{key} is missing: add it to config.yaml (see src/iobs/schemas/config.schema.yaml)")
     return section[key]
 
 

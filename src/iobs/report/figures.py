@@ -10,18 +10,16 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.ticker import LogFormatter, MaxNLocator, PercentFormatter  # noqa: E402
 
+from iobs import registry  # noqa: E402
 from iobs.recovery.figures import save_figure  # noqa: E402,F401  (re-exported for the notebook)
 from iobs.report.dynamics import TOTAL  # noqa: E402
 from iobs.report.frames import (DENSE_REFERENCE, ITERATIVE_VARIANTS, ONESHOT_METHODS, Perplexities,  # noqa: E402
                                 eval_sets, sorted_sparsities)
 
-LABELS = {"dense": "dense", "magnitude": "magnitude", "wanda": "Wanda", "sparsegpt": "SparseGPT (one-shot)",
-          "obc": "OBC", "iobs": "I-OBS", "sparsegpt_ft": "SparseGPT + masked fine-tuning",
-          "dense_ft": "fine-tune dense, then prune", DENSE_REFERENCE: "dense + fine-tuning (unpruned)",
-          "iobs_best": "I-OBS (best round on valid)", "iobs_fixed_mask": "I-OBS, round 1's mask kept"}
-COLORS = {"dense": "black", "magnitude": "tab:purple", "wanda": "tab:orange", "sparsegpt": "tab:gray",
-          "obc": "tab:brown", "iobs": "tab:red", "iobs_best": "tab:red", "sparsegpt_ft": "tab:blue",
-          "dense_ft": "tab:green", DENSE_REFERENCE: "tab:green", "iobs_fixed_mask": "tab:pink"}
+# Registered solvers and variants bring their own label and colour; the two derived series are named here.
+LABELS = {**registry.labels(), DENSE_REFERENCE: "dense + fine-tuning (unpruned)",
+          "iobs_best": "I-OBS (best round on valid)"}
+COLORS = {**registry.colors(), DENSE_REFERENCE: "tab:green", "iobs_best": "tab:red"}
 
 
 def _figure_legend(fig, axes) -> None:

@@ -7,12 +7,13 @@ from pathlib import Path
 
 import pandas as pd
 
+from iobs import registry
 from iobs.errors import DataError
 from iobs.reporting import PRUNING_COLUMNS
 
-ITERATIVE_VARIANTS = ("iobs", "sparsegpt_ft", "dense_ft", "iobs_fixed_mask")
-ONESHOT_METHODS = ("magnitude", "wanda", "sparsegpt", "obc")
-DENSE_REFERENCE = "dense_ft_dense"  # dense_ft's unpruned state at round r (the dense model after r-1 step blocks)
+ITERATIVE_VARIANTS = registry.variant_names()
+ONESHOT_METHODS = registry.oneshot_methods()
+DENSE_REFERENCE = registry.DENSE_REFERENCE  # dense_ft's unpruned state at round r (the dense model after r-1 blocks)
 KEY = ["model", "method", "sparsity", "round", "eval_set", "split"]
 BEST_COLUMNS = ["model", "method", "sparsity", "round", "valid_perplexity"]
 

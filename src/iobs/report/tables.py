@@ -10,6 +10,7 @@ import math
 
 import pandas as pd
 
+from iobs import registry
 from iobs.report.frames import (DENSE_REFERENCE, ONESHOT_METHODS, Perplexities, eval_sets, sorted_sparsities,
                                 window_policy)
 
@@ -19,7 +20,8 @@ LLM_COLUMNS = ["model", "bos", "eval_set", "sparsity", "split", "dense", "sparse
 METHODS_COLUMNS = ["model", "bos", "eval_set", "sparsity", "split", "dense", *ONESHOT_METHODS, "iobs_best",
                    "iobs_best_round"]
 # Each "gap_closed_x" = (sparsegpt - x) / (sparsegpt - dense): the share of the gap pruning opened that x closes.
-ROUND_VARIANTS = ("sparsegpt_ft", "dense_ft", "iobs_fixed_mask", "iobs")  # NaN where a variant was not run
+# NaN where a variant was not run; I-OBS last, after the controls it is compared with
+ROUND_VARIANTS = (*(v for v in registry.variant_names() if v != "iobs"), "iobs")
 CONTROL_METHODS = ("dense_ft_dense", *ROUND_VARIANTS)
 CONTROLS_COLUMNS = ["model", "bos", "eval_set", "sparsity", "split", "dense", "dense_ft_dense", "sparsegpt",
                     *ROUND_VARIANTS, *(f"{v}_round" for v in ROUND_VARIANTS),

@@ -13,6 +13,7 @@ from pathlib import PurePath
 
 import pandas as pd
 
+from iobs import registry
 from iobs.paper import LLM, LLMNumber
 from iobs.report.frames import Perplexities, eval_sets, window_policy
 
@@ -26,7 +27,7 @@ PAPER_DATA = {"wikitext2": "WikiText2 test, whole split",
 PAPER_SEQLEN = 2048  # the SparseGPT protocol; a number's own context wins when its source states one
 PAPER_CALIBRATION = {"num_windows": 128, "length": 2048, "kind": "c4"}
 PAPER_SPARSITY = {"0": "0", "50%": "0.5", "2:4": "2:4"}
-UNCALIBRATED = ("dense", "magnitude")  # methods whose numbers do not depend on calibration data
+UNCALIBRATED = registry.uncalibrated_methods()  # methods whose numbers do not depend on calibration data
 VERSUS_COLUMNS = ["paper_model", "run_model", "dataset", "eval_set", "split", "method", "sparsity", "round",
                   "paper", "run", "differs", "model_paper", "model_run", "data_paper", "data_run", "seqlen_paper",
                   "seqlen_run", "bos_paper", "bos_run", "calibration_paper", "calibration_run", "paper_source"]

@@ -1,34 +1,51 @@
 """Layer-wise pruning solvers: (weight [out, in], hessian [in, in], spec, **options) -> SolveResult.
 
+Which solvers exist is said once, in iobs.registry (a new solver: a module here plus one register_solver call).
+
 Pure functions: inputs are never modified; computation is in float32 and the weight comes back in its input dtype.
 """
 
 from __future__ import annotations
 
 import inspect
+from collections.abc import Iterator, Mapping
 from typing import Callable
 
 import torch
 
+from iobs import registry
 from iobs.errors import ConfigError
 from iobs.prune.solvers.common import SolveResult
 from iobs.prune.solvers.obc import obc_prune
 from iobs.prune.solvers.scoring import magnitude_prune, wanda_prune
-from iobs.prune.solvers.sparsegpt import sparsegpt_prune, sparsegpt_prune_group
-from iobs.prune.sparsity import SparsitySpec
+from iobs.prune.solvers.sparsegpt import sparsegpt_prune
+from iobs.prune.spec import SparsitySpec
 
-SOLVERS: dict[str, Callable[..., SolveResult]] = {
-    "magnitude": magnitude_prune,
-    "wanda": wanda_prune,
-    "sparsegpt": sparsegpt_prune,
-    "obc": obc_prune,
-}
 
+class _RegisteredSolvers(Mapping):
+    """Name -> solver function, read from iobs.registry on each look-up (a solver registered later is seen)."""
+
+    def __init__(self, group: bool = False) -> None:
+        self._group = group
+
+    def __getitem__(self, name: str) -> Callable:
+        entry = registry.SOLVERS[name]
+        function = entry.load_group() if self._group else entry.load()
+        if function is None:
+            raise KeyError(name)
+        return function
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(name for name, entry in registry.SOLVERS.items() if not self._group or entry.group_function)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
+SOLVERS: Mapping[str, Callable[..., SolveResult]] = _RegisteredSolvers()
 # Methods that can share work between Linears reading the same input: (weights, hessian, spec, masks=..., **options)
 # -> one SolveResult per weight, each identical to SOLVERS[method] on that weight alone.
-GROUP_SOLVERS: dict[str, Callable[..., list[SolveResult]]] = {
-    "sparsegpt": sparsegpt_prune_group,
-}
+GROUP_SOLVERS: Mapping[str, Callable[..., list[SolveResult]]] = _RegisteredSolvers(group=True)
 
 __all__ = ["SOLVERS", "GROUP_SOLVERS", "SolveResult", "solve", "solve_group", "magnitude_prune", "wanda_prune",
            "sparsegpt_prune", "obc_prune"]

@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 
 from iobs.prune.solvers.common import SolveResult, checked_inputs, finish
-from iobs.prune.sparsity import SparsitySpec, lowest_scores_mask
+from iobs.prune.spec import SparsitySpec
+from iobs.prune.sparsity import lowest_scores_mask
 
 
 def magnitude_prune(weight: torch.Tensor, hessian: torch.Tensor, spec: SparsitySpec, *,

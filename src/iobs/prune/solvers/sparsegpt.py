@@ -9,7 +9,8 @@ import torch
 from iobs.errors import ConfigError
 from iobs.prune.solvers.common import (DEFAULT_PERCDAMP, InverseFactor, InverseMethod, SolveResult, check_spec,
                                        checked_hessian, checked_weight, finish, upper_inverse_factor)
-from iobs.prune.sparsity import SparsitySpec, check_nm_fits, keep_all_but_lowest, pruned_count
+from iobs.prune.spec import SparsitySpec, check_nm_fits, pruned_count
+from iobs.prune.sparsity import keep_all_but_lowest
 
 
 def sparsegpt_prune(weight: torch.Tensor, hessian: torch.Tensor, spec: SparsitySpec, *, blocksize: int = 128,
