@@ -12,8 +12,9 @@ from iobs.report import figures
 from iobs.report.figures import LABELS
 from iobs.report.dynamics import DYNAMICS_COLUMNS, dynamics_table
 from iobs.report.frames import Perplexities, best_rounds, check_frame, load_pruning, selection_set, sparsity_label
-from iobs.report.tables import (CONTROLS_COLUMNS, LLM_COLUMNS, METHODS_COLUMNS, controls_summary, controls_table,
-                                llm_table, methods_table, reselection_share, share_explained, share_sentence)
+from iobs.report.tables import (CONTROLS_COLUMNS, LLM_COLUMNS, METHODS_COLUMNS, SUMMARY_COLUMNS, controls_summary,
+                                controls_table, llm_table, methods_table, reselection_share, share_explained,
+                                share_sentence, summary_markdown, summary_table)
 from iobs.report.versus import VERSUS_COLUMNS, model_family, paper_vs_run
 from iobs.reporting import PRUNING_COLUMNS
 
@@ -146,6 +147,27 @@ def test_methods_table_columns_and_values(frame, ppl):
     assert opt["sparsity"].tolist() == ["0.5", "0.7", "2:4"]
     assert opt["magnitude"].tolist() == [71.0, 76.0, 79.0]
     assert opt["iobs_best"].iloc[0] == 53.6 and opt["iobs_best"].iloc[1:].isna().all()
+
+
+def test_summary_table_puts_one_shot_beside_iobs_and_its_controls(frame, ppl):
+    table = summary_table(frame, ppl, preferred_sets=["stdlib"])
+    assert list(table.columns) == SUMMARY_COLUMNS
+    opt = table[(table["model"] == "tiny-opt") & (table["eval_set"] == "stdlib")].set_index("sparsity")
+    half = opt.loc["0.5"]
+    # one-shot test = valid + 1; masked ft at its valid-best round 5; dense + ft at I-OBS's round 3; I-OBS(3) = best
+    assert (half["dense"], half["magnitude"], half["sparsegpt"]) == (51.0, 71.0, 56.0)
+    assert (half["sparsegpt_ft"], half["dense_ft_dense"], half["iobs_3"], half["iobs_best"]) == (54.6, 50.0, 53.6, 53.6)
+    assert half["share_explained_by_sparsegpt_ft"] == pytest.approx((56.0 - 54.6) / (56.0 - 53.6))
+    assert opt.loc[["0.7", "2:4"], ["sparsegpt_ft", "iobs_3", "iobs_best"]].isna().all().all()
+
+    text = summary_markdown(table[table["eval_set"] == "stdlib"])
+    header = text.splitlines()[0]
+    for name in ("dense", "magnitude", "Wanda", "SparseGPT", "SparseGPT + masked ft", "dense + ft", "I-OBS(3)",
+                 "I-OBS(best)"):
+        assert f"| {name} |" in header
+    assert "| tiny-opt | stdlib | 0.5 | 51.00 |" in text and "| 58% |" in text
+    assert text.count("\n") == 2 + 2 * 3  # header, rule, 2 models x 3 sparsities
+    assert "| - |" in text.splitlines()[3]  # 0.7: no I-OBS there
 
 
 def test_controls_table_gaps_and_share(frame, ppl):

@@ -27,6 +27,13 @@ CONTROLS_COLUMNS = ["model", "bos", "eval_set", "sparsity", "split", "dense", "d
                     *ROUND_VARIANTS, *(f"{v}_round" for v in ROUND_VARIANTS),
                     "gap", *(f"gap_closed_{m}" for m in CONTROL_METHODS), "share_explained_by_sparsegpt_ft",
                     "share_from_mask_reselection"]
+# The README's headline table: one-shot methods beside I-OBS and both controls, per model, eval set and sparsity.
+SUMMARY_COLUMNS = ["model", "eval_set", "sparsity", "split", "dense", *ONESHOT_METHODS, "sparsegpt_ft",
+                   "dense_ft_dense", "iobs_3", "iobs_best", "iobs_best_round", "share_explained_by_sparsegpt_ft"]
+SUMMARY_HEADERS = {"dense_ft_dense": "dense + ft", "sparsegpt_ft": "SparseGPT + masked ft", "iobs_3": "I-OBS(3)",
+                   "iobs_best": "I-OBS(best)", "iobs_best_round": "best round",
+                   "share_explained_by_sparsegpt_ft": "share of I-OBS's gain masked ft explains",
+                   **{m: registry.SOLVERS[m].label.replace(" (one-shot)", "") for m in ONESHOT_METHODS}}
 
 
 def _groups(frame: pd.DataFrame, methods, preferred_sets=None):
@@ -127,6 +134,38 @@ def controls_table(frame: pd.DataFrame, ppl: Perplexities, split: str = "test",
         rows.append(row)
     rounds = {f"{v}_round": "Int64" for v in ROUND_VARIANTS}
     return pd.DataFrame(rows, columns=CONTROLS_COLUMNS).astype(rounds)
+
+
+def summary_table(frame: pd.DataFrame, ppl: Perplexities, split: str = "test",
+                  preferred_sets: list[str] | None = None) -> pd.DataFrame:
+    """Per model, eval set and sparsity of the one-shot methods: the methods table's one-shot columns beside
+    SparseGPT + masked ft, dense + ft, I-OBS(3) and I-OBS at its best validation round, and the share of I-OBS's
+    gain that masked fine-tuning explains (the controls table's columns; NaN where I-OBS did not run there)."""
+    methods = methods_table(frame, ppl, split, preferred_sets)
+    controls = controls_table(frame, ppl, split, preferred_sets)
+    key = ["model", "eval_set", "sparsity"]
+    merged = methods.merge(controls[key + ["sparsegpt_ft", "dense_ft_dense", "share_explained_by_sparsegpt_ft"]],
+                           on=key, how="left")
+    merged["iobs_3"] = [ppl.get(m, "iobs", s, 3, e, split) for m, e, s in merged[key].itertuples(index=False)]
+    return merged[SUMMARY_COLUMNS].reset_index(drop=True)
+
+
+def summary_markdown(table: pd.DataFrame) -> str:
+    """The summary table as Markdown (perplexities to 2 decimals, the share in percent, "-" where not run)."""
+    shown = [c for c in SUMMARY_COLUMNS if c != "split" and (c in ("model", "eval_set", "sparsity")
+                                                           or table[c].notna().any())]
+    def cell(column: str, value) -> str:
+        if value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+            return "-"
+        if column == "share_explained_by_sparsegpt_ft":
+            return f"{value:.0%}"
+        return f"{value:.2f}" if isinstance(value, float) else str(value)
+    lines = ["| " + " | ".join(SUMMARY_HEADERS.get(c, c.replace("_", " ")) for c in shown) + " |",
+             "| " + " | ".join("---" for _ in shown) + " |"]
+    for row in table.itertuples(index=False):
+        values = row._asdict()
+        lines.append("| " + " | ".join(cell(c, values[c]) for c in shown) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def _clause(row) -> str:
