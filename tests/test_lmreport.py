@@ -412,3 +412,19 @@ def test_reselection_share_on_hand_made_numbers():
     assert reselection_share(54.0, 53.0, 53.0) == 0.0  # the fixed mask does as well: nothing owed to the mask
     assert reselection_share(54.0, 54.0, 53.0) == pytest.approx(1.0)
     assert math.isnan(reselection_share(53.0, 53.5, 53.0))  # no edge over masked fine-tuning
+
+
+def test_readme_smollm2_table_has_the_summary_tables_columns(frame, ppl):
+    """The README's SmolLM2 table is summary_markdown's output: same header, the issue's columns (OBC not run)."""
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text().splitlines()
+    rows = [line for line in readme if line.startswith("| smollm2-135m-q4_1 |")]
+    header = readme[readme.index(rows[0]) - 2]
+    table = summary_table(frame, ppl, preferred_sets=["stdlib"]).assign(obc=math.nan)
+    assert header == summary_markdown(table).splitlines()[0]
+    for name in ("dense", "magnitude", "Wanda", "SparseGPT", "SparseGPT + masked ft", "dense + ft", "I-OBS(3)",
+                 "I-OBS(best)"):
+        assert f"| {name} |" in header
+    reported = {(cells[1], cells[2]) for cells in (line.split(" | ") for line in rows)}
+    assert reported == {(s, p) for s in ("wikitext2", "stdlib") for p in ("0.5", "2:4", "0.7")}
