@@ -15,12 +15,12 @@ import pytest
 import torch
 
 from iobs.config import validate_config
-from iobs.data.bos import job_bos_policy
 from iobs.data.tokenizer import limit_tokenizer_threads, train_bpe
 from iobs.data.windows import eval_windows
 from iobs.errors import ConfigError, DataError
 from iobs.eval.perplexity import perplexity
 from iobs.models import gguf as gguf_source
+from iobs.models.bos import job_bos_policy
 from iobs.models.families import TinyDims, build_tiny_model
 from iobs.models.load import load_model, load_tokenizer
 from iobs.models.positions import read_max_positions

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import time
 
-from iobs.data.bos import job_bos_policy
 from iobs.data.corpus import DEFAULT_EXCLUDE, DEFAULT_FRACTIONS, DEFAULT_MAX_EVAL_FILE_BYTES, SPLITS, build_corpus
 from iobs.data.files import atomic_save_tensor
 from iobs.data.sources import load_documents, load_text, normalize_spec
@@ -17,6 +16,7 @@ from iobs.data.tokenizer import DEFAULT_VOCAB_SIZE, limit_tokenizer_threads, sav
 from iobs.data.windows import calibration_batch, document_windows, round_seed
 from iobs.errors import DataError
 from iobs.jobs import JobContext
+from iobs.models.bos import job_bos_policy
 from iobs.atomic import atomic_write_json, atomic_write_text
 
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from iobs.atomic import atomic_write_json
-from iobs.data.bos import job_bos_policy
 from iobs.data.streams import load_stream
 from iobs.data.windows import eval_windows
 from iobs.errors import DataError
 from iobs.eval.perplexity import perplexity
 from iobs.jobs import JobContext
+from iobs.models.bos import job_bos_policy
 from iobs.models.gguf import source_record
 from iobs.models.load import load_model, load_tokenizer, quiet_progress_bars
 
