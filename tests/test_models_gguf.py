@@ -182,9 +182,9 @@ def test_config_takes_a_gguf_path_or_package_and_not_with_hub():
 
 
 def test_the_dag_jobs_prune_and_evaluate_a_gguf_model(written, tmp_path):
-    from iobs.eval.jobs import evaluate_model
-    from iobs.jobs import JobContext
-    from iobs.prune.jobs import prune_oneshot
+    from iobs.pipeline.eval import evaluate_model
+    from iobs.pipeline.runner import JobContext
+    from iobs.pipeline.prune import prune_oneshot
 
     _, tokenizer, path, corpus = written
     stream = torch.tensor(tokenizer(corpus.read_text())["input_ids"])

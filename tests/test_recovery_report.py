@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from iobs.errors import ConfigError, DataError
-from iobs.jobs import JobContext, run_job
 from iobs.paper import SYNTHETIC, paper_setting
+from iobs.pipeline.runner import JobContext, run_job
 from iobs.recovery import figures
 from iobs.recovery.report import by_experiment, final_table, load_records, rates_table, write_csv
 from iobs.recovery.trajectories import RunRecord, load_trajectory, save_trajectory

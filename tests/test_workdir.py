@@ -7,7 +7,7 @@ import socket
 import subprocess
 import sys
 
-from iobs.jobs import mark_started
+from iobs.pipeline.runner import mark_started
 from iobs.workdir import OWNER_FILE, record_lock_owner, remove_stale_lock
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from iobs.errors import DataError
-from iobs.jobs import JobContext
+from iobs.pipeline.runner import JobContext
 from iobs.atomic import atomic_write_text
 
 # bos: the window policy the perplexity was measured under ("bos": every window began with BOS, "none": the

@@ -10,7 +10,7 @@ rule corpus:
         manifest=f"{RESULTS}/data/corpus/manifest.json",
         provenance=f"{RESULTS}/data/corpus/provenance.json",
     params:
-        job="iobs.data.jobs:corpus",
+        job="iobs.pipeline.data:corpus",
         stdlib_dir=config["corpus"]["stdlib_dir"],
         fractions=config["corpus"]["fractions"],
         max_eval_file_bytes=config["corpus"]["max_eval_file_bytes"],
@@ -32,7 +32,7 @@ rule tokenizer:
         tokenizer=directory(f"{RESULTS}/data/tokenizer"),
         provenance=f"{RESULTS}/data/tokenizer.provenance.json",
     params:
-        job="iobs.data.jobs:tokenizer",
+        job="iobs.pipeline.data:tokenizer",
         vocab_size=config["tokenizer"]["vocab_size"],
     log:
         f"{RESULTS}/logs/data/tokenizer.log",
@@ -54,7 +54,7 @@ rule tokenize:
         tokens=f"{RESULTS}/data/streams/{{tok}}/{{source}}.pt",
         provenance=f"{RESULTS}/data/streams/{{tok}}/{{source}}.provenance.json",
     params:
-        job="iobs.data.jobs:tokenize",
+        job="iobs.pipeline.data:tokenize",
         source=lambda w: SOURCES[w.source][0],
         source_key=lambda w: SOURCES[w.source][1],
         tokenizer=lambda w: None if w.tok == LOCAL_TOKENIZER else existing_model_source(w.tok),
@@ -79,7 +79,7 @@ rule calibration:
     wildcard_constraints:
         batch=r"\d+",
     params:
-        job="iobs.data.jobs:calibration",
+        job="iobs.pipeline.data:calibration",
         num_windows=config["calibration"]["num_windows"],
         length=config["calibration"]["length"],
         seed=config["calibration"]["seed"],

@@ -12,7 +12,7 @@ rule evaluate:
         round=r"\d+",
         method="dense" if CHAIN else r"[^/]+",  # chain jobs evaluate what they make, in process
     params:
-        job="iobs.eval.jobs:evaluate_model",
+        job="iobs.pipeline.eval:evaluate_model",
         model=lambda w: model_dir(w.model, w.method, w.sparsity, w.round),
         model_key=lambda w: None if made_here(w.model) else model_key(w.model),
         dtype=lambda w: MODELS[w.model]["dtype"],

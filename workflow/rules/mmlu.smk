@@ -12,7 +12,7 @@ rule mmlu:
     wildcard_constraints:
         round=r"\d+",
     params:
-        job="iobs.eval.mmlu_jobs:mmlu_accuracy",
+        job="iobs.pipeline.mmlu:mmlu_accuracy",
         model=lambda w: model_dir(w.model, w.method, w.sparsity, w.round),
         model_key=lambda w: None if made_here(w.model) else model_key(w.model),
         dtype=lambda w: MODELS[w.model]["dtype"],
@@ -42,7 +42,7 @@ rule mmlu_table:
                      category="Language-model pruning"),
         provenance=f"{RESULTS}/tables/mmlu.provenance.json",
     params:
-        job="iobs.eval.mmlu_jobs:mmlu_table",
+        job="iobs.pipeline.mmlu:mmlu_table",
     log:
         f"{RESULTS}/logs/tables/mmlu.log",
     threads: 1

@@ -11,7 +11,7 @@ rule pretrain:
         metrics=f"{RESULTS}/models/{{model}}/pretrain.json",
         provenance=f"{RESULTS}/models/{{model}}/provenance.json",
     params:
-        job="iobs.models.jobs:pretrain_tiny",
+        job="iobs.pipeline.models:pretrain_tiny",
         family=lambda w: MODELS[w.model]["family"],
         dims=lambda w: MODELS[w.model].get("dims"),
         pretrain=lambda w: MODELS[w.model].get("pretrain", {}),

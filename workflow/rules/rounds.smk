@@ -13,7 +13,7 @@ rule prune_oneshot:
         method=METHODS,
         sparsity=SPARSITY,
     params:
-        job="iobs.prune.jobs:prune_oneshot",
+        job="iobs.pipeline.prune:prune_oneshot",
         model=lambda w: dense_param(w.model),
         model_key=lambda w: None if made_here(w.model) else model_key(w.model),
         dtype=lambda w: MODELS[w.model]["dtype"],
@@ -48,7 +48,7 @@ rule iterative_round:
         sparsity=SPARSITY,
         round=r"[1-9]\d*",
     params:
-        job="iobs.iterative.jobs:iterative_round",
+        job="iobs.pipeline.rounds:iterative_round",
         model=lambda w: dense_param(w.model),
         model_key=lambda w: None if made_here(w.model) else model_key(w.model),
         dtype=lambda w: MODELS[w.model]["dtype"],

@@ -1,4 +1,4 @@
-"""Snakemake job functions of workflow/rules/synthetic.smk (run through iobs.jobs)."""
+"""Snakemake job functions of workflow/rules/synthetic.smk (run through iobs.pipeline.runner)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from iobs.errors import ConfigError
-from iobs.jobs import JobContext
+from iobs.pipeline.runner import JobContext
 from iobs.recovery.images import load_images, resolve_image_source
 from iobs.recovery.problems import RecoveryProblem, gaussian_problem, image_problem, rates_problem
 from iobs.recovery.solve import Trajectory, solve_least_squares, solve_residual

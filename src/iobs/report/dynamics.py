@@ -1,4 +1,4 @@
-"""Mask dynamics of the I-OBS rounds and their controls, from each round's metrics.json (iobs.iterative.jobs)."""
+"""Mask dynamics of the I-OBS rounds and their controls, from each round's metrics.json (iobs.pipeline.rounds)."""
 
 from __future__ import annotations
 

@@ -1,17 +1,17 @@
-"""Job function (see iobs.jobs): one round of I-OBS or of one of its controls."""
+"""Job of rule iterative_round (workflow/rules/rounds.smk): one round of I-OBS or of one of its controls."""
 
 from __future__ import annotations
 
 import logging
 
+from iobs.atomic import atomic_write_json
 from iobs.data.files import load_tensor
 from iobs.iterative.rounds import History, run_round, variant
 from iobs.iterative.steps import StepConfig
-from iobs.jobs import JobContext
 from iobs.models.gguf import source_record
 from iobs.models.load import load_model, load_tokenizer
+from iobs.pipeline.runner import JobContext
 from iobs.prune.save import load_masks_and_support, save_masks, save_pruned_model
-from iobs.atomic import atomic_write_json
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Job function (see iobs.jobs) that measures the perplexity of one model on every configured token stream."""
+"""Job of rule evaluate (workflow/rules/eval.smk): the perplexity of one model on every configured token stream."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ from iobs.data.streams import load_stream
 from iobs.data.windows import eval_windows
 from iobs.errors import DataError
 from iobs.eval.perplexity import perplexity
-from iobs.jobs import JobContext
 from iobs.models.bos import job_bos_policy
 from iobs.models.gguf import source_record
 from iobs.models.load import load_model, load_tokenizer, quiet_progress_bars
+from iobs.pipeline.runner import JobContext
 
 
 def evaluate_model(ctx: JobContext) -> dict:

@@ -1,4 +1,4 @@
-"""Job functions (see iobs.jobs) for MMLU: the accuracy of one model, and the table over every evaluated model."""
+"""Jobs of workflow/rules/mmlu.smk: the MMLU accuracy of one model, and the table over every evaluated model."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from iobs.atomic import atomic_write_json, atomic_write_text
 from iobs.errors import DataError
 from iobs.eval.mmlu import MmluSettings, evaluate_mmlu, require_lm_eval
-from iobs.jobs import JobContext
 from iobs.models.load import load_model, load_tokenizer, quiet_progress_bars
-from iobs.atomic import atomic_write_json, atomic_write_text
+from iobs.pipeline.runner import JobContext
 
 MMLU_COLUMNS = ["model", "method", "sparsity", "round", "kind", "task", "acc", "acc_stderr", "n", "bos"]
 
