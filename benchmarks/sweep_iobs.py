@@ -42,6 +42,7 @@ from iobs.iterative.rounds import History, run_round, variant
 from iobs.iterative.steps import StepConfig
 from iobs.models.load import load_model, quiet_progress_bars
 from iobs.atomic import atomic_write_text
+from iobs.pipeline.layout import LOCAL_TOKENIZER, Layout, source_slug
 
 DEFAULT_SETTINGS = ["sgd:0.005:10", "sgd:0.005:20", "sgd:0.02:10", "sgd:0.02:20", "sgd:0.05:10", "sgd:0.05:20",
                     "adam:1e-4:20", "adam:3e-4:20"]
@@ -193,7 +194,8 @@ def read_rows(paths: list[str]) -> list[dict]:
 def load_batches(args, rounds: int) -> list[torch.Tensor]:
     """Round r's calibration batch (index r-1): the DAG's files, or fresh draws with another calibration seed."""
     if args.calibration_seed is None:
-        return [load_tensor(Path(args.batches) / f"batch{r}.pt", "calibration batch") for r in range(rounds)]
+        dag = Layout(args.results)
+        return [load_tensor(dag.calibration_batch(args.calibration, r), "calibration batch") for r in range(rounds)]
     stream = load_stream(args.train_stream)
     return [calibration_batch(stream, args.num_windows, args.length, args.calibration_seed, r) for r in range(rounds)]
 
@@ -289,7 +291,8 @@ def report(rows: list[dict]) -> None:
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", default="results/models/tiny-opt/dense", help="a save_pretrained directory")
+    p.add_argument("--results", default="results", help="the DAG's results folder, which the defaults below read")
+    p.add_argument("--model", help="a save_pretrained directory (default: the DAG's tiny-opt)")
     p.add_argument("--label", help="model name in the table (default: the model directory's parent name)")
     p.add_argument("--sparsities", nargs="+", default=["0.5", "0.7"], help="'0.5' or N:M such as '2:4'")
     p.add_argument("--settings", nargs="+", default=DEFAULT_SETTINGS, help="optimizer:lr:steps per round")
@@ -299,13 +302,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--micro-batch", type=int, default=8, help="sequences per forward/backward of a step")
     p.add_argument("--max-grad-norm", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0, help="seed of the gradient steps (dropout only)")
-    p.add_argument("--batches", default="results/calibration/bpe", help="folder of the DAG's batch{r}.pt")
+    p.add_argument("--calibration", default=LOCAL_TOKENIZER,
+                   help="the DAG's calibration label whose batch r-1 round r uses (default: the tiny models')")
     p.add_argument("--calibration-seed", type=int,
-                   help="draw the batches from --train-stream with this seed instead of reading --batches")
-    p.add_argument("--train-stream", default="results/data/streams/bpe/stdlib-train.pt")
+                   help="draw the batches from --train-stream with this seed instead of reading the DAG's")
+    p.add_argument("--train-stream", help="default: the DAG's stdlib train stream of the tiny models")
     p.add_argument("--num-windows", type=int, default=64, help="with --calibration-seed (the DAG: 64)")
     p.add_argument("--length", type=int, default=256, help="with --calibration-seed (the DAG: 256)")
-    p.add_argument("--valid", default="results/data/streams/bpe/stdlib-valid.pt")
+    p.add_argument("--valid", help="default: the DAG's stdlib valid stream of the tiny models")
     p.add_argument("--test", help="also evaluate this stream (only with one setting: the chosen one)")
     p.add_argument("--eval-seqlen", type=int, default=256)
     p.add_argument("--max-windows", type=int, default=64)
@@ -317,6 +321,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.rounds < 1 or args.threads < 1:
         p.error("--rounds and --threads must be at least 1")
+    dag = Layout(args.results)
+    args.model = args.model or dag.dense_model("tiny-opt")
+    stdlib = lambda split: dag.stream(LOCAL_TOKENIZER, source_slug({"kind": "stdlib", "split": split}))  # noqa: E731
+    args.train_stream = args.train_stream or stdlib("train")
+    args.valid = args.valid or stdlib("valid")
     return args
 
 

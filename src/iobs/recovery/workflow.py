@@ -22,16 +22,3 @@ def experiment_params(synthetic: dict, image_sources: dict[str, str], name: str)
         exp.pop("digits_k_factor", None)
     return exp
 
-
-def run_targets(synthetic: dict, results: str = "results") -> list[str]:
-    return [f"{results}/synthetic/{name}/{algorithm}/trajectories.npz"
-            for name, exp in synthetic["experiments"].items() for algorithm in exp["algorithms"]]
-
-
-def rate_targets(synthetic: dict, results: str = "results") -> list[str]:
-    return [f"{results}/synthetic-rates/{algorithm}/trajectories.npz" for algorithm in synthetic["rates"]["algorithms"]]
-
-
-def synthetic_targets(results: str = "results") -> list[str]:
-    """The tables of the synthetic notebook rule (the figures directory comes with them)."""
-    return [f"{results}/tables/synthetic_final.csv", f"{results}/tables/synthetic_rates.csv"]
