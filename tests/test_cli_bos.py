@@ -135,7 +135,7 @@ def test_dag_jobs_decide_and_record_the_policy(workspace, tmp_path):
     from iobs.data.files import load_tensor
     from iobs.data.streams import load_stream
     from iobs.data.windows import calibration_batch
-    from iobs.reporting import pruning_frame
+    from iobs.report.records import pruning_frame
 
     tokens, _ = _job("iobs.pipeline.data:tokenize", tmp_path, "tokenize", {"text": workspace / "corpus.txt"},
                      {"tokens": "corpus.pt"}, tokenizer=str(workspace / "phi"), source="text")
@@ -165,7 +165,7 @@ def test_tables_carry_the_models_policy():
 
     from iobs.report.frames import Perplexities, check_frame, window_policy
     from iobs.report.tables import llm_table
-    from iobs.reporting import PRUNING_COLUMNS
+    from iobs.report.records import PRUNING_COLUMNS
 
     rows = [dict(model=m, method=method, sparsity=s, round=r, eval_set="wiki", split=split, perplexity=p,
                  seconds=0.0, eval_tokens=1, eval_seconds=0.0, bos=b)

@@ -25,8 +25,8 @@ from iobs.eval.mmlu import WRAPPER_GROUP, MmluSettings, load_tasks, summarize
 from iobs.models.families import TinyDims, build_tiny_model
 from iobs.models.load import load_model, load_tokenizer
 from iobs.models.pretrain import save_model_dir
-from iobs.pipeline.mmlu import mmlu_frame
 from iobs.pipeline.runner import JobContext, run_job
+from iobs.report.records import mmlu_frame
 
 limit_tokenizer_threads(1)
 

@@ -46,7 +46,7 @@ rule pruning_table:
                      category="Language-model pruning"),
         provenance=LAYOUT.provenance_beside(layout.table_stem("pruning")),
     params:
-        job="iobs.reporting:pruning_table",
+        job="iobs.pipeline.reporting:pruning_table",
     log:
         LAYOUT.log(layout.table_stem("pruning")),
     threads: 1

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from iobs.errors import DataError
-from iobs.reporting import PRUNING_COLUMNS
+from iobs.report.records import PRUNING_COLUMNS
 
 ITERATIVE_VARIANTS = ("iobs", "sparsegpt_ft", "dense_ft", "iobs_fixed_mask")
 ONESHOT_METHODS = ("magnitude", "wanda", "sparsegpt", "obc")
