@@ -12,9 +12,9 @@ from iobs.paper import SYNTHETIC, paper_setting
 from iobs.pipeline.layout import Layout
 from iobs.pipeline.runner import JobContext, run_job
 from iobs.recovery import figures
+from iobs.recovery.experiments import experiment_params, resolve_image_sources
 from iobs.recovery.report import by_experiment, final_table, load_records, rates_table, write_csv
 from iobs.recovery.trajectories import RunRecord, load_trajectory, save_trajectory
-from iobs.recovery.workflow import experiment_params, resolve_image_sources
 
 GAUSSIAN = {"prior": "gaussian", "n": 40, "d": 16, "k_true": 3, "k": 6, "iterations": 30, "runs": 3, "step": "paper"}
 DIGITS = {"prior": "image", "image_source": "digits", "mnist_dir": None, "k_factor": 1.5, "n_factor": 2,
@@ -27,7 +27,7 @@ def _job(tmp_path, job, name, params, wildcards):
     ctx = JobContext(name=name, input={}, output={"trajectories": str(out / "trajectories.npz"),
                                                   "provenance": str(out / "provenance.json")},
                      params={"seed": 7, "max_supports": 1000, **params}, wildcards=wildcards)
-    run_job(ctx, f"iobs.recovery.jobs:{job}")
+    run_job(ctx, f"iobs.pipeline.synthetic:{job}")
     return out
 
 

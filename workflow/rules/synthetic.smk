@@ -3,7 +3,7 @@
 import sys
 
 from iobs.errors import DataError
-from iobs.recovery.workflow import experiment_params, resolve_image_sources
+from iobs.recovery.experiments import experiment_params, resolve_image_sources
 
 ALGORITHMS = "kiht|topk_iobs|iobs"
 
@@ -21,7 +21,7 @@ rule synthetic_run:
     wildcard_constraints:
         algorithm=ALGORITHMS,
     params:
-        job="iobs.recovery.jobs:run_synthetic",
+        job="iobs.pipeline.synthetic:run_synthetic",
         experiment=lambda w: experiment_params(SYN, IMAGE_SOURCES, w.experiment),
         algorithm=lambda w: w.algorithm,
         seed=SYN["seed"],
@@ -46,7 +46,7 @@ rule synthetic_rates:
     wildcard_constraints:
         algorithm=ALGORITHMS,
     params:
-        job="iobs.recovery.jobs:run_rates",
+        job="iobs.pipeline.synthetic:run_rates",
         rates=SYN["rates"],
         algorithm=lambda w: w.algorithm,
         seed=SYN["seed"],
