@@ -7,7 +7,7 @@
     .venv/bin/python benchmarks/sweep_iobs.py --settings sgd:0.02:20 --test results/data/streams/bpe/stdlib-test.pt
 
 For every sparsity x step setting x variant (iobs, sparsegpt_ft by default) it runs T rounds with
-iobs.iterative.rounds.run_round on the same calibration batches (round r uses batch r-1, as the DAG does) and
+iobs.iterative.rounds.run_rounds on the same calibration batches (round r uses batch r-1, as the DAG does) and
 evaluates each round's sparse model on the validation windows (eval_windows, the DAG's 64 x 256). The dense model
 is evaluated once; one-shot SparseGPT is round 1 (identical for every setting and variant). The last round's
 gradient steps are skipped: no evaluated model depends on them.
@@ -38,7 +38,7 @@ from iobs.data.streams import load_stream
 from iobs.data.windows import calibration_batch, eval_windows
 from iobs.errors import ConfigError, DataError, IobsError
 from iobs.eval.perplexity import perplexity
-from iobs.iterative.rounds import History, run_round, variant
+from iobs.iterative.rounds import run_rounds, variant
 from iobs.iterative.steps import StepConfig
 from iobs.models.load import load_model, quiet_progress_bars
 from iobs.atomic import atomic_write_text
@@ -212,33 +212,34 @@ def run_variant(args, setting: Setting, sparsity: str, name: str, batches, eval_
     steps = StepConfig(optimizer=setting.optimizer, lr=setting.lr, steps=setting.steps,
                        micro_batch=args.micro_batch, masked=False, max_grad_norm=args.max_grad_norm)
     state = load_model(args.model, "float32", "cpu", key="--model")
-    rows, history = [], History()
-    for r in range(1, args.rounds + 1):
-        scores = {}
+    rows, scores = [], {}
 
-        def score(model, masks):
-            scores["ppl"], scores["seconds"] = evaluate(model, eval_sets, args.eval_batch_size)
+    def score(r, _sparsity, model, masks):
+        scores[r] = evaluate(model, eval_sets, args.eval_batch_size)
 
-        result = run_round(state, batches[r - 1], r, variant(name), solver=args.solver, sparsity=sparsity,
-                           steps=steps, **history.as_kwargs(), seed=args.seed,
-                           take_steps=r < args.rounds, on_sparse=score, batch_size=args.batch_size)
-        history = history.after(result)
-        losses = result.step_losses
+    def add_row(r, results, histories):
+        result, (ppl, eval_seconds) = results[sparsity], scores[r]
         rows.append({**base, "sparsity": sparsity, "setting": setting.label, "optimizer": setting.optimizer,
                      "lr": setting.lr, "steps": setting.steps, "variant": name, "round": r,
-                     "valid_ppl": scores["ppl"]["valid"], "test_ppl": scores["ppl"].get("test", ""),
+                     "valid_ppl": ppl["valid"], "test_ppl": ppl.get("test", ""),
                      "mask_changed_since_previous": result.dynamics.get("changed_since_previous", {}).get("total", ""),
                      "mask_changed_since_first": result.dynamics.get("changed_since_first", {}).get("total", ""),
                      "support_changed_since_previous":
                          result.dynamics.get("support_changed_since_previous", {}).get("total", ""),
-                     "loss_first_step": losses[0] if losses else "", "loss_last_step": losses[-1] if losses else "",
-                     "projection_s": round(result.seconds["projection"], 2),
-                     "steps_s": round(result.seconds["steps"], 2), "eval_s": round(scores["seconds"], 2)})
-        print(f"  {name:<13} round {r}: valid ppl {scores['ppl']['valid']:.3f}"
-              + (f" test {scores['ppl']['test']:.3f}" if "test" in scores["ppl"] else "")
+                     "loss_first_step": "", "loss_last_step": "", "steps_s": 0.0,  # set once round r's steps ran
+                     "projection_s": round(result.seconds["projection"], 2), "eval_s": round(eval_seconds, 2)})
+        print(f"  {name:<13} round {r}: valid ppl {ppl['valid']:.3f}"
+              + (f" test {ppl['test']:.3f}" if "test" in ppl else "")
               + f"  mask changed {rows[-1]['mask_changed_since_previous'] or 0:.4%}"
-              f"  ({result.seconds['projection']:.1f} s projection, {result.seconds['steps']:.1f} s steps)",
-              flush=True)
+              f"  ({result.seconds['projection']:.1f} s projection)", flush=True)
+
+    def add_steps(r, losses, seconds):  # round r's steps, taken at the start of round r + 1 (none after the last)
+        rows[r - 1].update(loss_first_step=losses[0] if losses else "", loss_last_step=losses[-1] if losses else "",
+                           steps_s=round(seconds, 2))
+
+    run_rounds(state, lambda r: batches[r - 1], variant(name), rounds=args.rounds, solver=args.solver,
+               sparsities=sparsity, steps=steps, seed=args.seed, on_round=add_row, on_sparse=score,
+               on_steps=add_steps, batch_size=args.batch_size)
     return rows
 
 
