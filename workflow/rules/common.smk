@@ -42,9 +42,9 @@ except ConfigError as err:
     config_error(err)
 
 # A Snakemake killed with SIGKILL leaves its lock behind: the next run removes it when the process that held it is
-# gone (iobs.workdir), so that one command resumes (with --rerun-incomplete, set in the profiles).
+# gone (iobs.pipeline.stale_lock), so that one command resumes (with --rerun-incomplete, set in the profiles).
 if workflow.is_main_process:
-    from iobs.workdir import record_lock_owner, remove_stale_lock
+    from iobs.pipeline.stale_lock import record_lock_owner, remove_stale_lock
 
     _stale = remove_stale_lock()
     if _stale:
