@@ -9,4 +9,5 @@ finished run.
 runner: JobContext, run_job, run_from_snakemake.   layout: the results folder's paths.
 synthetic, data, models, prune, rounds, eval, mmlu, reporting: the per-artifact jobs of each rule file.
 chains: the coarse jobs of the default DAG (one-shot groups and round chains, evaluations in process).
+stale_lock: the lock a killed Snakemake left behind, removed while the next run plans.
 """
