@@ -247,7 +247,7 @@ def bench_layer(args) -> dict:
 
 def bench_rounds(args) -> dict:
     """Round 2 of I-OBS (it has a previous round: pre-projection copy, dynamics) split into phases, with the
-    round job's I/O (iobs.iterative.jobs.iterative_round) replayed around it."""
+    round job's I/O (iobs.pipeline.rounds.iterative_round) replayed around it."""
     import tempfile
 
     from iobs.iterative.rounds import History, run_round, variant

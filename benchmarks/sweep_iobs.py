@@ -7,7 +7,7 @@
     .venv/bin/python benchmarks/sweep_iobs.py --settings sgd:0.02:20 --test results/data/streams/bpe/stdlib-test.pt
 
 For every sparsity x step setting x variant (iobs, sparsegpt_ft by default) it runs T rounds with
-iobs.iterative.rounds.run_round on the same calibration batches (round r uses batch r-1, as the DAG does) and
+iobs.iterative.rounds.run_rounds on the same calibration batches (round r uses batch r-1, as the DAG does) and
 evaluates each round's sparse model on the validation windows (eval_windows, the DAG's 64 x 256). The dense model
 is evaluated once; one-shot SparseGPT is round 1 (identical for every setting and variant). The last round's
 gradient steps are skipped: no evaluated model depends on them.
@@ -38,10 +38,11 @@ from iobs.data.streams import load_stream
 from iobs.data.windows import calibration_batch, eval_windows
 from iobs.errors import ConfigError, DataError, IobsError
 from iobs.eval.perplexity import perplexity
-from iobs.iterative.rounds import History, run_round, variant
+from iobs.iterative.rounds import run_rounds, variant
 from iobs.iterative.steps import StepConfig
 from iobs.models.load import load_model, quiet_progress_bars
 from iobs.atomic import atomic_write_text
+from iobs.pipeline.layout import LOCAL_TOKENIZER, Layout, source_slug
 
 DEFAULT_SETTINGS = ["sgd:0.005:10", "sgd:0.005:20", "sgd:0.02:10", "sgd:0.02:20", "sgd:0.05:10", "sgd:0.05:20",
                     "adam:1e-4:20", "adam:3e-4:20"]
@@ -193,7 +194,8 @@ def read_rows(paths: list[str]) -> list[dict]:
 def load_batches(args, rounds: int) -> list[torch.Tensor]:
     """Round r's calibration batch (index r-1): the DAG's files, or fresh draws with another calibration seed."""
     if args.calibration_seed is None:
-        return [load_tensor(Path(args.batches) / f"batch{r}.pt", "calibration batch") for r in range(rounds)]
+        dag = Layout(args.results)
+        return [load_tensor(dag.calibration_batch(args.calibration, r), "calibration batch") for r in range(rounds)]
     stream = load_stream(args.train_stream)
     return [calibration_batch(stream, args.num_windows, args.length, args.calibration_seed, r) for r in range(rounds)]
 
@@ -210,33 +212,34 @@ def run_variant(args, setting: Setting, sparsity: str, name: str, batches, eval_
     steps = StepConfig(optimizer=setting.optimizer, lr=setting.lr, steps=setting.steps,
                        micro_batch=args.micro_batch, masked=False, max_grad_norm=args.max_grad_norm)
     state = load_model(args.model, "float32", "cpu", key="--model")
-    rows, history = [], History()
-    for r in range(1, args.rounds + 1):
-        scores = {}
+    rows, scores = [], {}
 
-        def score(model, masks):
-            scores["ppl"], scores["seconds"] = evaluate(model, eval_sets, args.eval_batch_size)
+    def score(r, _sparsity, model, masks):
+        scores[r] = evaluate(model, eval_sets, args.eval_batch_size)
 
-        result = run_round(state, batches[r - 1], r, variant(name), solver=args.solver, sparsity=sparsity,
-                           steps=steps, **history.as_kwargs(), seed=args.seed,
-                           take_steps=r < args.rounds, on_sparse=score, batch_size=args.batch_size)
-        history = history.after(result)
-        losses = result.step_losses
+    def add_row(r, results, histories):
+        result, (ppl, eval_seconds) = results[sparsity], scores[r]
         rows.append({**base, "sparsity": sparsity, "setting": setting.label, "optimizer": setting.optimizer,
                      "lr": setting.lr, "steps": setting.steps, "variant": name, "round": r,
-                     "valid_ppl": scores["ppl"]["valid"], "test_ppl": scores["ppl"].get("test", ""),
+                     "valid_ppl": ppl["valid"], "test_ppl": ppl.get("test", ""),
                      "mask_changed_since_previous": result.dynamics.get("changed_since_previous", {}).get("total", ""),
                      "mask_changed_since_first": result.dynamics.get("changed_since_first", {}).get("total", ""),
                      "support_changed_since_previous":
                          result.dynamics.get("support_changed_since_previous", {}).get("total", ""),
-                     "loss_first_step": losses[0] if losses else "", "loss_last_step": losses[-1] if losses else "",
-                     "projection_s": round(result.seconds["projection"], 2),
-                     "steps_s": round(result.seconds["steps"], 2), "eval_s": round(scores["seconds"], 2)})
-        print(f"  {name:<13} round {r}: valid ppl {scores['ppl']['valid']:.3f}"
-              + (f" test {scores['ppl']['test']:.3f}" if "test" in scores["ppl"] else "")
+                     "loss_first_step": "", "loss_last_step": "", "steps_s": 0.0,  # set once round r's steps ran
+                     "projection_s": round(result.seconds["projection"], 2), "eval_s": round(eval_seconds, 2)})
+        print(f"  {name:<13} round {r}: valid ppl {ppl['valid']:.3f}"
+              + (f" test {ppl['test']:.3f}" if "test" in ppl else "")
               + f"  mask changed {rows[-1]['mask_changed_since_previous'] or 0:.4%}"
-              f"  ({result.seconds['projection']:.1f} s projection, {result.seconds['steps']:.1f} s steps)",
-              flush=True)
+              f"  ({result.seconds['projection']:.1f} s projection)", flush=True)
+
+    def add_steps(r, losses, seconds):  # round r's steps, taken at the start of round r + 1 (none after the last)
+        rows[r - 1].update(loss_first_step=losses[0] if losses else "", loss_last_step=losses[-1] if losses else "",
+                           steps_s=round(seconds, 2))
+
+    run_rounds(state, lambda r: batches[r - 1], variant(name), rounds=args.rounds, solver=args.solver,
+               sparsities=sparsity, steps=steps, seed=args.seed, on_round=add_row, on_sparse=score,
+               on_steps=add_steps, batch_size=args.batch_size)
     return rows
 
 
@@ -289,7 +292,8 @@ def report(rows: list[dict]) -> None:
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", default="results/models/tiny-opt/dense", help="a save_pretrained directory")
+    p.add_argument("--results", default="results", help="the DAG's results folder, which the defaults below read")
+    p.add_argument("--model", help="a save_pretrained directory (default: the DAG's tiny-opt)")
     p.add_argument("--label", help="model name in the table (default: the model directory's parent name)")
     p.add_argument("--sparsities", nargs="+", default=["0.5", "0.7"], help="'0.5' or N:M such as '2:4'")
     p.add_argument("--settings", nargs="+", default=DEFAULT_SETTINGS, help="optimizer:lr:steps per round")
@@ -299,13 +303,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--micro-batch", type=int, default=8, help="sequences per forward/backward of a step")
     p.add_argument("--max-grad-norm", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0, help="seed of the gradient steps (dropout only)")
-    p.add_argument("--batches", default="results/calibration/bpe", help="folder of the DAG's batch{r}.pt")
+    p.add_argument("--calibration", default=LOCAL_TOKENIZER,
+                   help="the DAG's calibration label whose batch r-1 round r uses (default: the tiny models')")
     p.add_argument("--calibration-seed", type=int,
-                   help="draw the batches from --train-stream with this seed instead of reading --batches")
-    p.add_argument("--train-stream", default="results/data/streams/bpe/stdlib-train.pt")
+                   help="draw the batches from --train-stream with this seed instead of reading the DAG's")
+    p.add_argument("--train-stream", help="default: the DAG's stdlib train stream of the tiny models")
     p.add_argument("--num-windows", type=int, default=64, help="with --calibration-seed (the DAG: 64)")
     p.add_argument("--length", type=int, default=256, help="with --calibration-seed (the DAG: 256)")
-    p.add_argument("--valid", default="results/data/streams/bpe/stdlib-valid.pt")
+    p.add_argument("--valid", help="default: the DAG's stdlib valid stream of the tiny models")
     p.add_argument("--test", help="also evaluate this stream (only with one setting: the chosen one)")
     p.add_argument("--eval-seqlen", type=int, default=256)
     p.add_argument("--max-windows", type=int, default=64)
@@ -317,6 +322,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.rounds < 1 or args.threads < 1:
         p.error("--rounds and --threads must be at least 1")
+    dag = Layout(args.results)
+    args.model = args.model or dag.dense_model("tiny-opt")
+    stdlib = lambda split: dag.stream(LOCAL_TOKENIZER, source_slug({"kind": "stdlib", "split": split}))  # noqa: E731
+    args.train_stream = args.train_stream or stdlib("train")
+    args.valid = args.valid or stdlib("valid")
     return args
 
 

@@ -15,8 +15,8 @@ from iobs.cli import main
 from iobs.cli.data import CalibrationSampler
 from iobs.data.bos import resolve_bos
 from iobs.data.tokenizer import limit_tokenizer_threads
-from iobs.iterative.steps import calibration_loss
 from iobs.eval.perplexity import perplexity
+from iobs.iterative.steps import calibration_loss
 from iobs.models.families import TinyDims, build_tiny_model
 from iobs.models.pretrain import save_model_dir
 from tests.conftest import word_text, word_tokenizer
@@ -122,7 +122,7 @@ def test_always_without_a_bos_token_is_one_line(workspace, tmp_path, capsys):
 # ---- the DAG's jobs and tables -------------------------------------------------------------------------------------
 
 def _job(spec: str, tmp: Path, name: str, inputs: dict, outputs: dict, **params) -> tuple[dict, dict]:
-    from iobs.jobs import JobContext, run_job
+    from iobs.pipeline.runner import JobContext, run_job
 
     outputs = {k: str(tmp / v) for k, v in outputs.items()} | {"provenance": str(tmp / f"{name}.provenance.json")}
     ctx = JobContext(name=name, input={k: [str(x) for x in v] if isinstance(v, list) else str(v)
@@ -135,21 +135,21 @@ def test_dag_jobs_decide_and_record_the_policy(workspace, tmp_path):
     from iobs.data.files import load_tensor
     from iobs.data.streams import load_stream
     from iobs.data.windows import calibration_batch
-    from iobs.reporting import pruning_frame
+    from iobs.report.records import pruning_frame
 
-    tokens, _ = _job("iobs.data.jobs:tokenize", tmp_path, "tokenize", {"text": workspace / "corpus.txt"},
+    tokens, _ = _job("iobs.pipeline.data:tokenize", tmp_path, "tokenize", {"text": workspace / "corpus.txt"},
                      {"tokens": "corpus.pt"}, tokenizer=str(workspace / "phi"), source="text")
     stream = load_stream(tokens["tokens"])
     assert int(stream[0]) == 0  # the stream keeps the tokenizer's one leading BOS; windows drop it
     for family, prepend in (("phi", True), ("opt", False)):
-        out, prov = _job("iobs.data.jobs:calibration", tmp_path, f"calibration-{family}",
+        out, prov = _job("iobs.pipeline.data:calibration", tmp_path, f"calibration-{family}",
                          {"tokens": tokens["tokens"]}, {"windows": f"{family}.pt"}, num_windows=8, length=32,
                          tokenizer=str(workspace / family), bos="auto", bos_model=str(workspace / family))
         windows = load_tensor(out["windows"], "windows")
         assert prov["bos"]["prepend"] is prepend
         assert torch.equal(windows, calibration_batch(stream, 8, 32, bos_id=0 if prepend else None))
     streams = [dict(eval_set="corpus", split="test")]
-    out, prov = _job("iobs.eval.jobs:evaluate_model", tmp_path, "eval", {"streams": [tokens["tokens"]]},
+    out, prov = _job("iobs.pipeline.eval:evaluate_model", tmp_path, "eval", {"streams": [tokens["tokens"]]},
                      {"metrics": "eval.json"}, model=str(workspace / "phi"), streams=streams, seqlen=32,
                      max_windows=8, labels=dict(model="phi", method="dense", sparsity="0", round=0))
     record = json.loads(out["metrics"].read_text())
@@ -165,7 +165,7 @@ def test_tables_carry_the_models_policy():
 
     from iobs.report.frames import Perplexities, check_frame, window_policy
     from iobs.report.tables import llm_table
-    from iobs.reporting import PRUNING_COLUMNS
+    from iobs.report.records import PRUNING_COLUMNS
 
     rows = [dict(model=m, method=method, sparsity=s, round=r, eval_set="wiki", split=split, perplexity=p,
                  seconds=0.0, eval_tokens=1, eval_seconds=0.0, bos=b)

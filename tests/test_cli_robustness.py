@@ -242,10 +242,10 @@ def test_a_nan_model_is_an_error_in_eval_and_nothing_is_written(nan_model, works
 
 def test_a_nan_model_fails_the_evaluate_job_without_metrics(nan_model, tmp_path):
     from iobs.data.files import atomic_save_tensor
-    from iobs.eval.jobs import evaluate_model
+    from iobs.pipeline.eval import evaluate_model
     from iobs.eval.perplexity import NonFinitePerplexity
     from iobs.errors import IobsError
-    from iobs.jobs import JobContext
+    from iobs.pipeline.runner import JobContext
 
     stream = tmp_path / "stream.pt"
     atomic_save_tensor(stream, torch.arange(4 * SEQLEN) % 200)

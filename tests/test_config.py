@@ -275,8 +275,8 @@ def test_unknown_hub_positions_are_left_to_the_job(tmp_path, monkeypatch):
 
 def test_the_calibration_job_checks_an_existing_models_positions(tmp_path):
     """A hub/path model whose config was not on disk while planning: the calibration job stops before any window."""
-    from iobs.data.jobs import calibration
-    from iobs.jobs import JobContext
+    from iobs.pipeline.data import calibration
+    from iobs.pipeline.runner import JobContext
 
     folder = _hub_model(tmp_path, 64, field="n_positions")
     ctx = JobContext(name="calibration", input={"tokens": str(tmp_path / "never-read.pt")},

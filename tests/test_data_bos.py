@@ -10,11 +10,12 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from iobs.data.bos import NO_BOS, job_bos_policy, resolve_bos, tokenizer_adds_bos
+from iobs.data.bos import NO_BOS, resolve_bos, tokenizer_adds_bos
 from iobs.data.streams import tokenize_text
 from iobs.data.windows import calibration_batch, document_windows, eval_windows
 from iobs.errors import ConfigError, DataError
 from iobs.eval.perplexity import perplexity, window_nll
+from iobs.models.bos import job_bos_policy
 from iobs.models.families import TinyDims, build_tiny_model
 from tests.conftest import word_text, word_tokenizer
 

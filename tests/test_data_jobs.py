@@ -10,7 +10,7 @@ from iobs.data.corpus import stdlib_dir
 from iobs.data.streams import load_stream
 from iobs.data.tokenizer import limit_tokenizer_threads
 from iobs.errors import DataError
-from iobs.jobs import JobContext, run_job
+from iobs.pipeline.runner import JobContext, run_job
 from tests.conftest import SHARED_DATA, needs_shared, offline_data_errors
 
 limit_tokenizer_threads(1)
@@ -30,18 +30,18 @@ def pipeline(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("jobs")
     out = {}
     out["corpus"], out["corpus_prov"] = _run(
-        "iobs.data.jobs:corpus", tmp, "corpus", {},
+        "iobs.pipeline.data:corpus", tmp, "corpus", {},
         {"train": "c/train.txt", "valid": "c/valid.txt", "test": "c/test.txt", "manifest": "c/manifest.json"},
         stdlib_dir=str(stdlib_dir() / "email"), fractions={"train": 0.6, "valid": 0.2, "test": 0.2})
-    out["tok"], out["tok_prov"] = _run("iobs.data.jobs:tokenizer", tmp, "tokenizer",
+    out["tok"], out["tok_prov"] = _run("iobs.pipeline.data:tokenizer", tmp, "tokenizer",
                                        {"train": out["corpus"]["train"]}, {"tokenizer": "tokenizer"}, vocab_size=512)
     for split in ("train", "valid"):
         out[split], out[f"{split}_prov"] = _run(
-            "iobs.data.jobs:tokenize", tmp, f"tokenize_{split}",
+            "iobs.pipeline.data:tokenize", tmp, f"tokenize_{split}",
             {"tokenizer": out["tok"]["tokenizer"], "text": out["corpus"][split]}, {"tokens": f"{split}.pt"},
             source={"kind": "stdlib", "split": split})
     out["model"], out["model_prov"] = _run(
-        "iobs.models.jobs:pretrain_tiny", tmp, "pretrain",
+        "iobs.pipeline.models:pretrain_tiny", tmp, "pretrain",
         {"tokenizer": out["tok"]["tokenizer"], "train": out["train"]["tokens"], "valid": out["valid"]["tokens"]},
         {"model": "model", "metrics": "model_metrics.json"}, family="opt", steps=6, seq_len=32, batch=4,
         dims={"hidden": 32, "layers": 1, "heads": 2, "ffn": 64, "max_positions": 64}, valid_max_windows=8)
@@ -67,7 +67,7 @@ def test_tokenize_job_writes_a_stream_of_the_text(pipeline):
 
 def test_calibration_job_stream_mode(pipeline):
     tmp, out = pipeline
-    paths, prov = _run("iobs.data.jobs:calibration", tmp, "calib", {"tokens": out["train"]["tokens"]},
+    paths, prov = _run("iobs.pipeline.data:calibration", tmp, "calib", {"tokens": out["train"]["tokens"]},
                        {"windows": "calib.pt"}, num_windows=6, length=48, seed=0)
     windows = torch.load(paths["windows"], weights_only=True)
     assert windows.shape == (6, 48) and windows.dtype == torch.int64
@@ -81,7 +81,7 @@ def test_pretrain_and_evaluate_jobs(pipeline):
     assert out["model_prov"]["pretrain"]["valid_perplexity"] == metrics["valid"]["perplexity"]
     assert (out["model"]["model"] / "model.safetensors").is_file()
     assert (out["model"]["model"] / "tokenizer.json").is_file()
-    paths, prov = _run("iobs.eval.jobs:evaluate_model", tmp, "eval",
+    paths, prov = _run("iobs.pipeline.eval:evaluate_model", tmp, "eval",
                        {"model": out["model"]["model"], "streams": [out["valid"]["tokens"]]}, {"metrics": "eval.json"},
                        streams=[{"eval_set": "stdlib", "split": "valid"}], seqlen=32, max_windows=8, batch_size=3)
     result = json.loads(paths["metrics"].read_text())["results"][0]
@@ -93,7 +93,7 @@ def test_pretrain_and_evaluate_jobs(pipeline):
 @needs_shared("c4-samples")
 def test_calibration_job_document_mode_on_c4_samples(pipeline):
     tmp, out = pipeline
-    paths, prov = _run("iobs.data.jobs:calibration", tmp, "calib_c4", {"tokenizer": out["tok"]["tokenizer"]},
+    paths, prov = _run("iobs.pipeline.data:calibration", tmp, "calib_c4", {"tokenizer": out["tok"]["tokenizer"]},
                        {"windows": "calib_c4.pt"}, num_windows=4, length=64, seed=0,
                        source={"kind": "c4", "split": "train", "path": str(SHARED_DATA / "c4-samples")})
     assert torch.load(paths["windows"], weights_only=True).shape == (4, 64)
@@ -103,17 +103,17 @@ def test_calibration_job_document_mode_on_c4_samples(pipeline):
 def test_jobs_without_a_source_or_model_fail_with_one_line(pipeline):
     tmp, out = pipeline
     with pytest.raises(DataError, match="needs a text source"):
-        _run("iobs.data.jobs:tokenize", tmp, "t", {"tokenizer": out["tok"]["tokenizer"]}, {"tokens": "x.pt"})
+        _run("iobs.pipeline.data:tokenize", tmp, "t", {"tokenizer": out["tok"]["tokenizer"]}, {"tokens": "x.pt"})
     with pytest.raises(DataError, match="needs a model"):
-        _run("iobs.eval.jobs:evaluate_model", tmp, "e", {"streams": [out["valid"]["tokens"]]}, {"metrics": "e.json"},
-             streams=[{"eval_set": "stdlib", "split": "valid"}])
+        _run("iobs.pipeline.eval:evaluate_model", tmp, "e", {"streams": [out["valid"]["tokens"]]},
+             {"metrics": "e.json"}, streams=[{"eval_set": "stdlib", "split": "valid"}])
 
 
 
 def test_evaluate_model_job_scores_every_stream_with_one_load(pipeline):
     tmp, out = pipeline
     streams = [{"eval_set": "stdlib", "split": "valid"}, {"eval_set": "stdlib", "split": "train"}]
-    paths, prov = _run("iobs.eval.jobs:evaluate_model", tmp, "eval_all",
+    paths, prov = _run("iobs.pipeline.eval:evaluate_model", tmp, "eval_all",
                        {"model": out["model"]["model"], "streams": [out["valid"]["tokens"], out["train"]["tokens"]]},
                        {"metrics": "eval_all.json"}, streams=streams, labels={"model": "tiny-opt", "method": "dense"},
                        seqlen=32, max_windows=8)
@@ -121,7 +121,7 @@ def test_evaluate_model_job_scores_every_stream_with_one_load(pipeline):
     assert record["labels"] == {"model": "tiny-opt", "method": "dense"}
     assert [(r["eval_set"], r["split"], r["windows"]) for r in record["results"]] == [
         ("stdlib", "valid", 8), ("stdlib", "train", 8)]
-    single, _ = _run("iobs.eval.jobs:evaluate_model", tmp, "eval_valid",
+    single, _ = _run("iobs.pipeline.eval:evaluate_model", tmp, "eval_valid",
                      {"model": out["model"]["model"], "streams": [out["valid"]["tokens"]]}, {"metrics": "ev.json"},
                      streams=streams[:1], seqlen=32, max_windows=8)
     assert record["results"][0]["perplexity"] == json.loads(single["metrics"].read_text())["results"][0]["perplexity"]
@@ -130,9 +130,9 @@ def test_evaluate_model_job_scores_every_stream_with_one_load(pipeline):
 
 
 TOKENIZE_OFFLINE = """
-from iobs.data.jobs import tokenize, calibration
 from iobs.errors import DataError
-from iobs.jobs import JobContext
+from iobs.pipeline.data import tokenize, calibration
+from iobs.pipeline.runner import JobContext
 import sys
 base = dict(input={}, output={"tokens": sys.argv[1] + "/t.pt", "windows": sys.argv[1] + "/w.pt"})
 for job, params, tok in [

@@ -509,3 +509,20 @@ def test_the_lazy_round_loop_makes_the_sparse_models_of_the_eager_one(make_tiny_
         with pytest.raises(ConfigError):
             rounds_module.run_rounds(make_tiny_model("opt"), lambda r: batches[r - 1], variant(name), rounds=1,
                                      solver="sparsegpt", sparsities=["0.5", "2:4"], steps=STEPS)
+
+
+@pytest.mark.parametrize("name", ["iobs", "sparsegpt_ft"])
+def test_the_round_loop_runs_one_round_from_a_stepped_state(make_tiny_model, batches, name):
+    """pending_steps=False and final_steps=True (the per-round job): each call runs one round from a state that
+    took the previous round's steps, and takes this round's; the rounds are the eager loop's, bit for bit."""
+    results, eager = run_rounds(with_dropout(make_tiny_model("opt")), batches, name)
+    model, history, sparse, steps = with_dropout(make_tiny_model("opt")), {}, [], []
+    for r in range(1, ROUNDS + 1):
+        history = rounds_module.run_rounds(
+            model, lambda r: batches[r - 1], variant(name), rounds=r, solver="sparsegpt", sparsities="0.5",
+            steps=STEPS, seed=7, first_round=r, histories=history, pending_steps=False, final_steps=True,
+            on_sparse=lambda r, s, m, masks: sparse.append(snapshot(m)),
+            on_steps=lambda r, losses, seconds: steps.append((r, losses)))
+    for actual, expected in zip(sparse, eager, strict=True):
+        assert_same_weights(actual, expected)
+    assert steps == [(r, result.step_losses) for r, result in enumerate(results, start=1)]

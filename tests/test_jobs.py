@@ -6,7 +6,7 @@ import types
 import pytest
 
 from iobs.errors import DataError
-from iobs.jobs import JobContext, run_from_snakemake, run_job
+from iobs.pipeline.runner import JobContext, run_from_snakemake, run_job
 
 
 def write_answer(ctx: JobContext):

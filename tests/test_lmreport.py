@@ -8,15 +8,16 @@ import pandas as pd
 import pytest
 
 from iobs.errors import DataError
+from iobs.pipeline.layout import by_round_key
 from iobs.report import figures
 from iobs.report.figures import LABELS
 from iobs.report.dynamics import DYNAMICS_COLUMNS, dynamics_table
 from iobs.report.frames import Perplexities, best_rounds, check_frame, load_pruning, selection_set, sparsity_label
+from iobs.report.records import PRUNING_COLUMNS
 from iobs.report.tables import (CONTROLS_COLUMNS, LLM_COLUMNS, METHODS_COLUMNS, SUMMARY_COLUMNS, controls_summary,
                                 controls_table, llm_table, methods_table, reselection_share, share_explained,
                                 share_sentence, summary_markdown, summary_table)
 from iobs.report.versus import VERSUS_COLUMNS, model_family, paper_vs_run
-from iobs.reporting import PRUNING_COLUMNS
 
 # Per split, perplexity of rounds 1..5. The valid curve bottoms out at round 3, the test curve at round 4: a
 # selection that peeked at test would report round 4.
@@ -131,7 +132,7 @@ def test_tables_without_rounds_are_empty_with_their_columns(frame):
     assert "No I-OBS rounds were evaluated" in controls_summary(controls, "stdlib")
     methods = methods_table(oneshot, ppl)
     assert len(methods) == 2 * 2 * 3 and methods["iobs_best"].isna().all()
-    assert list(dynamics_table([]).columns) == DYNAMICS_COLUMNS
+    assert list(dynamics_table({}).columns) == DYNAMICS_COLUMNS
 
 
 def test_sparsegpt_falls_back_to_round_one_of_iobs(frame):
@@ -337,7 +338,7 @@ def metric_paths(tmp_path):
 
 
 def test_dynamics_table_from_metrics(metric_paths):
-    table = dynamics_table(reversed(metric_paths))
+    table = dynamics_table(by_round_key(reversed(metric_paths)))
     assert list(table.columns) == DYNAMICS_COLUMNS
     total = table[table["layer"] == "total"]
     assert len(total) == 5  # round 1 has no dynamics
@@ -364,7 +365,7 @@ def test_dynamics_table_rejects_a_misplaced_file(tmp_path):
     wrong.parent.mkdir(parents=True)
     wrong.write_text(path.read_text())
     with pytest.raises(DataError, match="not what its path says"):
-        dynamics_table([wrong])
+        dynamics_table(by_round_key([wrong]))
 
 
 # ---- figures ---------------------------------------------------------------------------------------------------
@@ -374,7 +375,7 @@ def test_figures_render(frame, ppl, metric_paths, tmp_path):
     drawn = {
         "rounds": figures.plot_rounds(frame, ppl, "0.5", "stdlib", ["stdlib"]),
         "methods": figures.plot_methods(methods),
-        "dynamics": figures.plot_mask_dynamics(dynamics_table(metric_paths)),
+        "dynamics": figures.plot_mask_dynamics(dynamics_table(by_round_key(metric_paths))),
     }
     rounds_axes = drawn["rounds"].axes
     assert len(rounds_axes) == 2 * 3  # 2 models x (stdlib valid, stdlib test, wikitext2 test)

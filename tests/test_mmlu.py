@@ -22,11 +22,11 @@ import yaml
 from iobs.data.tokenizer import limit_tokenizer_threads, train_bpe
 from iobs.errors import ConfigError, DataError
 from iobs.eval.mmlu import WRAPPER_GROUP, MmluSettings, load_tasks, summarize
-from iobs.eval.mmlu_jobs import mmlu_frame
-from iobs.jobs import JobContext, run_job
 from iobs.models.families import TinyDims, build_tiny_model
 from iobs.models.load import load_model, load_tokenizer
 from iobs.models.pretrain import save_model_dir
+from iobs.pipeline.runner import JobContext, run_job
+from iobs.report.records import mmlu_frame
 
 limit_tokenizer_threads(1)
 
@@ -115,7 +115,7 @@ def job_record(workspace, datasets_cache) -> dict:
                      output={"metrics": str(out / "mmlu.json"), "provenance": str(out / "provenance.json")},
                      params={"settings": _settings(workspace), "dtype": "float32",
                              "labels": {"model": "toy", "method": "dense", "sparsity": "0", "round": 0}})
-    run_job(ctx, "iobs.eval.mmlu_jobs:mmlu_accuracy")
+    run_job(ctx, "iobs.pipeline.mmlu:mmlu_accuracy")
     return json.loads((out / "mmlu.json").read_text())
 
 
@@ -185,13 +185,13 @@ def test_offline_without_the_dataset_fails_with_one_line(workspace, tmp_path):
     script = f"""
 import sys
 from iobs.errors import IobsError
-from iobs.jobs import JobContext, run_job
+from iobs.pipeline.runner import JobContext, run_job
 ctx = JobContext(name="mmlu", input={{"model": {str(workspace["model"])!r}}},
                  output={{"metrics": {str(tmp_path / "m.json")!r}}},
                  params={{"settings": {{"tasks": ["mmlu_anatomy"], "include_path": {str(_mmlu_task_dir())!r},
                                        "include_defaults": False}}}})
 try:
-    run_job(ctx, "iobs.eval.mmlu_jobs:mmlu_accuracy")
+    run_job(ctx, "iobs.pipeline.mmlu:mmlu_accuracy")
 except IobsError as err:
     print(err)
     sys.exit(3)
@@ -221,7 +221,7 @@ def test_missing_lm_eval_names_the_extra(workspace, monkeypatch):
     ctx = JobContext(name="mmlu", input={"model": str(workspace["model"])},
                      output={"metrics": str(workspace["root"] / "never.json")}, params={"settings": {}})
     with pytest.raises(DataError, match=r"pip install -e '\.\[mmlu\]'"):
-        run_job(ctx, "iobs.eval.mmlu_jobs:mmlu_accuracy")
+        run_job(ctx, "iobs.pipeline.mmlu:mmlu_accuracy")
 
 
 def test_summarize_reads_lm_eval_results():

@@ -15,12 +15,12 @@ import pytest
 import torch
 
 from iobs.config import validate_config
-from iobs.data.bos import job_bos_policy
 from iobs.data.tokenizer import limit_tokenizer_threads, train_bpe
 from iobs.data.windows import eval_windows
 from iobs.errors import ConfigError, DataError
 from iobs.eval.perplexity import perplexity
 from iobs.models import gguf as gguf_source
+from iobs.models.bos import job_bos_policy
 from iobs.models.families import TinyDims, build_tiny_model
 from iobs.models.load import load_model, load_tokenizer
 from iobs.models.positions import read_max_positions
@@ -182,9 +182,9 @@ def test_config_takes_a_gguf_path_or_package_and_not_with_hub():
 
 
 def test_the_dag_jobs_prune_and_evaluate_a_gguf_model(written, tmp_path):
-    from iobs.eval.jobs import evaluate_model
-    from iobs.jobs import JobContext
-    from iobs.prune.jobs import prune_oneshot
+    from iobs.pipeline.eval import evaluate_model
+    from iobs.pipeline.runner import JobContext
+    from iobs.pipeline.prune import prune_oneshot
 
     _, tokenizer, path, corpus = written
     stream = torch.tensor(tokenizer(corpus.read_text())["input_ids"])

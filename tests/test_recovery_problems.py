@@ -129,7 +129,7 @@ def test_the_digits_fallback_keeps_every_default_run_sparsity_constrained():
 
     from iobs.config import check_files
     from iobs.recovery.images import load_images
-    from iobs.recovery.workflow import experiment_params
+    from iobs.recovery.experiments import experiment_params
 
     config = check_files([Path(__file__).resolve().parents[1] / "config.yaml"])
     exp = experiment_params(config["synthetic"], {"image": "digits"}, "image")

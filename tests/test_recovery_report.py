@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 
 from iobs.errors import ConfigError, DataError
-from iobs.jobs import JobContext, run_job
 from iobs.paper import SYNTHETIC, paper_setting
+from iobs.pipeline.layout import Layout
+from iobs.pipeline.runner import JobContext, run_job
 from iobs.recovery import figures
+from iobs.recovery.experiments import experiment_params, resolve_image_sources
 from iobs.recovery.report import by_experiment, final_table, load_records, rates_table, write_csv
 from iobs.recovery.trajectories import RunRecord, load_trajectory, save_trajectory
-from iobs.recovery.workflow import experiment_params, rate_targets, resolve_image_sources, run_targets
 
 GAUSSIAN = {"prior": "gaussian", "n": 40, "d": 16, "k_true": 3, "k": 6, "iterations": 30, "runs": 3, "step": "paper"}
 DIGITS = {"prior": "image", "image_source": "digits", "mnist_dir": None, "k_factor": 1.5, "n_factor": 2,
@@ -26,7 +27,7 @@ def _job(tmp_path, job, name, params, wildcards):
     ctx = JobContext(name=name, input={}, output={"trajectories": str(out / "trajectories.npz"),
                                                   "provenance": str(out / "provenance.json")},
                      params={"seed": 7, "max_supports": 1000, **params}, wildcards=wildcards)
-    run_job(ctx, f"iobs.recovery.jobs:{job}")
+    run_job(ctx, f"iobs.pipeline.synthetic:{job}")
     return out
 
 
@@ -152,10 +153,10 @@ def test_workflow_helpers_resolve_sources_and_list_targets(tmp_path):
     assert sources == {"im": "digits"}
     assert experiment_params(synthetic, sources, "im")["image_source"] == "digits"
     assert synthetic["experiments"]["im"]["image_source"] == "auto"  # the config itself is untouched
-    assert run_targets(synthetic, "r") == ["r/synthetic/g/kiht/trajectories.npz",
-                                           "r/synthetic/im/kiht/trajectories.npz",
-                                           "r/synthetic/im/iobs/trajectories.npz"]
-    assert rate_targets(synthetic, "r") == ["r/synthetic-rates/topk_iobs/trajectories.npz"]
+    assert Layout("r").synthetic_runs(synthetic) == ["r/synthetic/g/kiht/trajectories.npz",
+                                                      "r/synthetic/im/kiht/trajectories.npz",
+                                                      "r/synthetic/im/iobs/trajectories.npz"]
+    assert Layout("r").synthetic_rate_runs(synthetic) == ["r/synthetic-rates/topk_iobs/trajectories.npz"]
     synthetic["experiments"]["im"]["image_source"] = "mnist"
     with pytest.raises(DataError, match="synthetic.experiments.im.mnist_dir"):
         resolve_image_sources(synthetic)

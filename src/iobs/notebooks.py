@@ -8,6 +8,8 @@ notebook calls ``standalone(rule)`` instead, which returns an object with the sa
   (a notebook opened from notebooks/ finds the repository's results/);
 - the config: $IOBS_CONFIG, else config.yaml in that working directory (validated, so defaults are filled);
 - outputs go to results/notebooks/by-hand/<rule>/ ($IOBS_NOTEBOOK_OUT overrides), never over the DAG's artifacts.
+
+It rebuilds a notebook rule's inputs from the results layout, so it asks iobs.pipeline.layout, as the rules do.
 """
 
 from __future__ import annotations
@@ -18,20 +20,12 @@ from types import SimpleNamespace
 
 from iobs.config import check_files
 from iobs.errors import ConfigError
+from iobs.pipeline.layout import Layout
 
 RULES = ("synthetic_figures", "lm_figures")
 LM_OUTPUTS = {"llm_table": "llm_table.csv", "methods": "methods.csv", "controls": "controls.csv",
               "controls_summary": "controls_summary.md", "mask_dynamics": "mask_dynamics.csv",
               "paper_vs_run": "paper_vs_run.csv"}
-
-
-def round_metrics_paths(config: dict, results: str = "results") -> list[str]:
-    """metrics.json of every I-OBS and control round (their mask dynamics), as rule lm_figures gets them."""
-    iterative = config.get("iterative", {})
-    paths = {f"{results}/prune/{model}/{variant}/{sparsity}/round{r}/metrics.json"
-             for model in config.get("models", {}) for variant in iterative.get("variants", [])
-             for sparsity in iterative.get("sparsities", []) for r in range(1, iterative.get("rounds", 0) + 1)}
-    return sorted(paths)
 
 
 def find_workdir(start: str | Path | None = None) -> Path:
@@ -54,19 +48,19 @@ def standalone(rule: str, workdir: str | Path | None = None, config: str | Path 
     workdir = Path(workdir).resolve() if workdir else find_workdir()
     config_path = Path(config or os.environ.get("IOBS_CONFIG") or workdir / "config.yaml")
     cfg = check_files([config_path])
-    results = workdir / "results"
-    out = Path(out or os.environ.get("IOBS_NOTEBOOK_OUT") or results / "notebooks" / "by-hand" / rule)
+    results = Layout(str(workdir / "results"))
+    out = Path(out or os.environ.get("IOBS_NOTEBOOK_OUT") or results.notebook_by_hand(rule))
     if rule == "synthetic_figures":
-        from iobs.recovery.workflow import rate_targets, run_targets
-
-        inputs = {"runs": [str(workdir / p) for p in run_targets(cfg["synthetic"], "results")],
-                  "rates": [str(workdir / p) for p in rate_targets(cfg["synthetic"], "results")]}
+        inputs = {"runs": results.synthetic_runs(cfg["synthetic"]),
+                  "rates": results.synthetic_rate_runs(cfg["synthetic"])}
         outputs = {"table": out / "synthetic_final.csv", "rates_table": out / "synthetic_rates.csv",
                    "figures": out / "figures"}
         params = {"reconstructions": cfg["synthetic"]["reconstructions"]}
     else:
-        inputs = {"pruning": str(results / "tables" / "pruning.csv"),
-                  "round_metrics": [str(workdir / p) for p in round_metrics_paths(cfg)]}
+        iterative = cfg.get("iterative", {})
+        inputs = {"pruning": results.table("pruning.csv"),
+                  "round_metrics": results.round_metrics(cfg.get("models", {}), iterative.get("variants", []),
+                                                         iterative.get("sparsities", []), iterative.get("rounds", 0))}
         outputs = {key: out / name for key, name in LM_OUTPUTS.items()} | {"figures": out / "figures"}
         params = {"settings": {key: cfg.get(key, {}) for key in ("models", "eval", "calibration")},
                   "eval_sets": list(cfg.get("eval", {}).get("sets", {}))}
@@ -74,7 +68,7 @@ def standalone(rule: str, workdir: str | Path | None = None, config: str | Path 
                if not Path(p).exists()]
     if missing:
         raise ConfigError(f"{missing[0]} (an input of notebook rule {rule}) does not exist: run the pipeline first "
-                          f"(make run), or point IOBS_WORKDIR / IOBS_CONFIG at the run that made {results}")
+                          f"(make run), or point IOBS_WORKDIR / IOBS_CONFIG at the run that made {results.root}")
     out.mkdir(parents=True, exist_ok=True)
     return SimpleNamespace(input=SimpleNamespace(**inputs), params=SimpleNamespace(**params),
                            output=SimpleNamespace(**{k: str(v) for k, v in outputs.items()}), rule=rule,

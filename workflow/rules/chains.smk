@@ -12,13 +12,13 @@ for _method in oneshot_group_methods():
             f"oneshot_{_method}"
         input:
             unpack(lambda w: dense_input(w.model)),
-            windows=lambda w: f"{RESULTS}/calibration/{calibration_label(w.model)}/batch0.pt",
-            streams=lambda w: [stream_path(tokenizer_label(w.model), spec) for _, _, spec in EVAL_STREAMS],
+            windows=lambda w: calibration_batch(w.model, 1),
+            streams=lambda w: eval_stream_paths(w.model),
         output:
             models=[directory(p) for p in oneshot_paths("{model}", _method, "models")],
             metrics=oneshot_paths("{model}", _method, "metrics"),
             evals=oneshot_paths("{model}", _method, "evals"),
-            provenance=f"{RESULTS}/prune/{{model}}/{_method}/oneshot.provenance.json",
+            provenance=LAYOUT.provenance_beside(layout.oneshot_stem("{model}", _method)),
         params:
             job="iobs.pipeline.chains:oneshot_group",
             model=lambda w: dense_param(w.model),
@@ -30,9 +30,9 @@ for _method in oneshot_group_methods():
             labels=lambda w: dict(model=w.model),
             eval=lambda w: eval_params(w.model),
         log:
-            f"{RESULTS}/logs/prune/{{model}}/{_method}/oneshot.log",
+            LAYOUT.log(layout.oneshot_stem("{model}", _method)),
         benchmark:
-            f"{RESULTS}/benchmarks/prune/{{model}}/{_method}/oneshot.tsv"
+            LAYOUT.benchmark(layout.oneshot_stem("{model}", _method))
         threads: 1
         resources:
             mem_mb=4000,
@@ -59,8 +59,8 @@ rule iterative_chain:
         metrics=chain_paths("{model}", "{variant}", ["{sparsity}"], "metrics"),
         masks=chain_paths("{model}", "{variant}", ["{sparsity}"], "masks"),
         evals=chain_paths("{model}", "{variant}", ["{sparsity}"], "evals"),
-        models=directory(f"{RESULTS}/prune/{{model}}/{{variant}}/{{sparsity}}/round{ITER['rounds']}/model"),
-        provenance=f"{RESULTS}/prune/{{model}}/{{variant}}/{{sparsity}}/chain.provenance.json",
+        models=directory(LAYOUT.pruned_model("{model}", "{variant}", "{sparsity}", ITER["rounds"])),
+        provenance=LAYOUT.provenance_beside(layout.chain_stem("{model}", "{variant}", "{sparsity}")),
     wildcard_constraints:
         variant=CHAIN_VARIANTS,
         sparsity=SPARSITY,
@@ -71,14 +71,14 @@ rule iterative_chain:
         dtype=lambda w: MODELS[w.model]["dtype"],
         variant=lambda w: w.variant,
         sparsities=lambda w: [w.sparsity],
-        checkpoint=lambda w: f"{RESULTS}/prune/{w.model}/{w.variant}/{w.sparsity}/chain.partial",
+        checkpoint=lambda w: LAYOUT.chain_checkpoint(w.model, w.variant, w.sparsity),
         labels=lambda w: dict(model=w.model),
         eval=lambda w: eval_params(w.model),
         **CHAIN_PARAMS,
     log:
-        f"{RESULTS}/logs/prune/{{model}}/{{variant}}/{{sparsity}}/chain.log",
+        LAYOUT.log(layout.chain_stem("{model}", "{variant}", "{sparsity}")),
     benchmark:
-        f"{RESULTS}/benchmarks/prune/{{model}}/{{variant}}/{{sparsity}}/chain.tsv"
+        LAYOUT.benchmark(layout.chain_stem("{model}", "{variant}", "{sparsity}"))
     threads: 1
     resources:
         mem_mb=6000,
@@ -97,9 +97,8 @@ rule dense_ft_chain:
         masks=chain_paths("{model}", "dense_ft", ITER["sparsities"], "masks"),
         evals=chain_paths("{model}", "dense_ft", ITER["sparsities"], "evals"),
         dense_evals=chain_paths("{model}", "dense_ft", ITER["sparsities"], "dense_evals"),
-        models=[directory(f"{RESULTS}/prune/{{model}}/dense_ft/{s}/round{ITER['rounds']}/model")
-                for s in ITER["sparsities"]],
-        provenance=f"{RESULTS}/prune/{{model}}/dense_ft/chain.provenance.json",
+        models=[directory(LAYOUT.pruned_model("{model}", "dense_ft", s, ITER["rounds"])) for s in ITER["sparsities"]],
+        provenance=LAYOUT.provenance_beside(layout.chain_stem("{model}", "dense_ft")),
     params:
         job="iobs.pipeline.chains:iterative_chain",
         model=lambda w: dense_param(w.model),
@@ -107,14 +106,14 @@ rule dense_ft_chain:
         dtype=lambda w: MODELS[w.model]["dtype"],
         variant="dense_ft",
         sparsities=ITER["sparsities"],
-        checkpoint=lambda w: f"{RESULTS}/prune/{w.model}/dense_ft/chain.partial",
+        checkpoint=lambda w: LAYOUT.chain_checkpoint(w.model, "dense_ft"),
         labels=lambda w: dict(model=w.model),
         eval=lambda w: eval_params(w.model),
         **CHAIN_PARAMS,
     log:
-        f"{RESULTS}/logs/prune/{{model}}/dense_ft/chain.log",
+        LAYOUT.log(layout.chain_stem("{model}", "dense_ft")),
     benchmark:
-        f"{RESULTS}/benchmarks/prune/{{model}}/dense_ft/chain.tsv"
+        LAYOUT.benchmark(layout.chain_stem("{model}", "dense_ft"))
     threads: 1
     resources:
         mem_mb=6000,

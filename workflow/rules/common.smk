@@ -1,4 +1,5 @@
-# Shared helpers: config validation (before any job starts), paths and target lists.
+# Shared helpers: config validation (before any job starts), the run's planning and target lists. Every path under
+# results/ comes from LAYOUT (iobs.pipeline.layout), which the rules ask which artifact is which.
 import sys
 
 # The package is imported from this checkout so that planning works even before `pip install -e .`.
@@ -10,7 +11,7 @@ try:
     from iobs.errors import ConfigError
     from iobs.models.gguf import source_string as gguf_source_string
     from iobs.models.positions import check_planned_positions
-    from iobs.notebooks import round_metrics_paths as notebook_round_metrics
+    from iobs.pipeline import layout
 except ImportError as err:
     sys.exit(f"iobs cannot be imported ({err}): run `make setup` or `pip install -e .` first")
 
@@ -42,9 +43,9 @@ except ConfigError as err:
     config_error(err)
 
 # A Snakemake killed with SIGKILL leaves its lock behind: the next run removes it when the process that held it is
-# gone (iobs.workdir), so that one command resumes (with --rerun-incomplete, set in the profiles).
+# gone (iobs.pipeline.stale_lock), so that one command resumes (with --rerun-incomplete, set in the profiles).
 if workflow.is_main_process:
-    from iobs.workdir import record_lock_owner, remove_stale_lock
+    from iobs.pipeline.stale_lock import record_lock_owner, remove_stale_lock
 
     _stale = remove_stale_lock()
     if _stale:
@@ -58,15 +59,12 @@ onstart:
 
 JOB_SCRIPT = "../scripts/job.py"
 ENV = "../envs/iobs.yaml"
-RESULTS = "results"
+LAYOUT = layout.Layout("results")  # the run's results folder, relative to the working directory
 SYN = config["synthetic"]
 
 # ---- language models ------------------------------------------------------------------------------------------
-import hashlib
-import json
-
 MODELS = config.get("models", {})
-LOCAL_TOKENIZER = "bpe"  # the tokenizer trained here, shared by every model pretrained here
+LOCAL_TOKENIZER = layout.LOCAL_TOKENIZER  # the tokenizer trained here, shared by every model pretrained here
 ONESHOT_METHODS = config["pruning"]["methods"] if MODELS else []
 ITER = config["iterative"]
 
@@ -90,7 +88,12 @@ def existing_model_source(model):
 
 def dense_input(model):
     """{model: dir} for models made here; {} for hub/local models (passed as a param, not a file dependency)."""
-    return {"model": f"{RESULTS}/models/{model}/dense"} if made_here(model) else {}
+    return {"model": LAYOUT.dense_model(model)} if made_here(model) else {}
+
+
+def dense_source(model):
+    """The dense model as the jobs name it: its directory when made here, else its path, hub id or GGUF source."""
+    return dense_input(model).get("model") or existing_model_source(model)
 
 
 def dense_param(model):
@@ -104,15 +107,6 @@ def model_key(model):
     return f"models.{model}.path" if spec.get("path") else f"models.{model}.hub"
 
 
-def source_slug(spec):
-    """A file-name-safe, content-derived name for a text source, so equal specs share one token stream."""
-    slug = f"{spec['kind']}-{spec.get('split', 'default')}"
-    extra = {k: v for k, v in spec.items() if k not in ("kind", "split")}
-    if extra:
-        slug = f"{slug}-{hashlib.sha1(json.dumps(extra, sort_keys=True).encode()).hexdigest()[:8]}"
-    return slug
-
-
 def _sources():
     """slug -> (source spec, the config key it came from), for every text source the config uses."""
     keyed = [(config["calibration"].get("source"), "calibration.source"),
@@ -120,31 +114,24 @@ def _sources():
              ({"kind": "stdlib", "split": "valid"}, "corpus (valid split)")]
     keyed += [(spec, f"eval.sets.{name}.{split}") for name, splits in config["eval"].get("sets", {}).items()
               for split, spec in splits.items()]
-    return {source_slug(spec): (spec, key) for spec, key in reversed(keyed) if spec}
+    return {layout.source_slug(spec): (spec, key) for spec, key in reversed(keyed) if spec}
 
 
 SOURCES = _sources() if MODELS else {}
 
 
 def stream_path(tok, spec):
-    return f"{RESULTS}/data/streams/{tok}/{source_slug(spec)}.pt"
+    return LAYOUT.stream(tok, layout.source_slug(spec))
 
 
-def batch_index(round_index):
-    """Calibration batch of round r (1-based): batch 0 (the base set) at round 1, then fresh ones unless fixed."""
-    return 0 if ITER["batches"] == "fixed" else int(round_index) - 1
+def calibration_batch(model, round_index):
+    """The calibration batch file of round r (1-based) of a model (iterative.batches: fresh or fixed)."""
+    return LAYOUT.calibration_batch(calibration_label(model), layout.batch_index(round_index, ITER["batches"]))
 
 
 def model_dir(model, method, sparsity, round_index):
     """Where the model evaluated under (method, sparsity, round) lives (a directory, hub id or path)."""
-    round_index = int(round_index)
-    if method == "dense":
-        return dense_input(model).get("model") or existing_model_source(model)
-    if method == "dense_ft_dense":  # the matching dense reference: dense_ft's state after round r-1
-        if round_index == 1:
-            return model_dir(model, "dense", "0", 0)
-        return f"{RESULTS}/prune/{model}/dense_ft/{sparsity}/round{round_index - 1}/state"
-    return f"{RESULTS}/prune/{model}/{method}/{sparsity}/round{round_index}/model"
+    return LAYOUT.evaluated_model(model, method, sparsity, round_index, dense_source(model))
 
 
 def evaluated_models():
@@ -166,25 +153,31 @@ EVAL_STREAMS = [(name, split, spec) for name, splits in config["eval"].get("sets
                 for split, spec in splits.items()]
 
 
-def eval_path(model, method, sparsity, round_index):
-    return f"{RESULTS}/eval/{model}/{method}/{sparsity}/round{round_index}/perplexity.json"
+def eval_stream_paths(model):
+    """The token streams of every evaluation stream, in EVAL_STREAMS order, as the model's tokenizer cuts them."""
+    return [stream_path(tokenizer_label(model), spec) for _, _, spec in EVAL_STREAMS]
 
 
 def prune_metrics_path(model, method, sparsity, round_index):
     """The metrics JSON of the job that made an evaluated model (None for the dense model and dense references)."""
     if method in ("dense", "dense_ft_dense"):
         return None
-    return f"{RESULTS}/prune/{model}/{method}/{sparsity}/round{round_index}/metrics.json"
+    return LAYOUT.prune_metrics(model, method, sparsity, round_index)
+
+
+def synthetic_targets():
+    """The tables of the synthetic notebook rule (the figures directory comes with them)."""
+    return [LAYOUT.table("synthetic_final.csv"), LAYOUT.table("synthetic_rates.csv")]
 
 
 def lm_targets():
-    return [f"{RESULTS}/tables/pruning.csv"] if MODELS else []
+    return [LAYOUT.table("pruning.csv")] if MODELS else []
 
 
 def round_metrics_paths():
     """metrics.json of every I-OBS and control round (their mask dynamics); one-shot jobs have none. The notebook
     gets the same list when opened by hand (iobs.notebooks)."""
-    return notebook_round_metrics(config, RESULTS)
+    return LAYOUT.round_metrics(MODELS, ITER["variants"], ITER["sparsities"], ITER["rounds"])
 
 
 def report_targets():
@@ -199,15 +192,15 @@ def tokenize_inputs(wildcards):
     spec = SOURCES[wildcards.source][0]
     inputs = {}
     if wildcards.tok == LOCAL_TOKENIZER:
-        inputs["tokenizer"] = f"{RESULTS}/data/tokenizer"
+        inputs["tokenizer"] = LAYOUT.tokenizer()
     if spec["kind"] == "stdlib" and not spec.get("path"):
-        inputs["text"] = f"{RESULTS}/data/corpus/{spec.get('split', 'test')}.txt"
+        inputs["text"] = LAYOUT.corpus_split(spec.get("split", "test"))
     return inputs
 
 
 def calibration_inputs(wildcards):
     tok, setting = calibration_bos(wildcards.tok)
-    local = {"tokenizer": f"{RESULTS}/data/tokenizer"} if tok == LOCAL_TOKENIZER else {}
+    local = {"tokenizer": LAYOUT.tokenizer()} if tok == LOCAL_TOKENIZER else {}
     if config["calibration"]["mode"] == "documents":
         return local
     tokens = {"tokens": stream_path(tok, config["calibration"]["source"])}
@@ -215,15 +208,14 @@ def calibration_inputs(wildcards):
 
 
 def round_inputs(wildcards):
-    r = int(wildcards.round)
-    base = f"{RESULTS}/prune/{wildcards.model}/{wildcards.variant}/{wildcards.sparsity}"
-    inputs = {"windows": f"{RESULTS}/calibration/{calibration_label(wildcards.model)}/batch{batch_index(r)}.pt"}
+    model, variant, sparsity, r = wildcards.model, wildcards.variant, wildcards.sparsity, int(wildcards.round)
+    inputs = {"windows": calibration_batch(model, r)}
     if r == 1:
-        inputs.update(dense_input(wildcards.model))
+        inputs.update(dense_input(model))
     else:
-        inputs["state"] = f"{base}/round{r - 1}/state"
-        inputs["previous_masks"] = f"{base}/round{r - 1}/masks.pt"
-        inputs["first_masks"] = f"{base}/round1/masks.pt"
+        inputs["state"] = LAYOUT.round_state(model, variant, sparsity, r - 1)
+        inputs["previous_masks"] = LAYOUT.round_masks(model, variant, sparsity, r - 1)
+        inputs["first_masks"] = LAYOUT.round_masks(model, variant, sparsity, 1)
     return inputs
 
 
@@ -248,8 +240,8 @@ def oneshot_group_methods():
 
 def oneshot_paths(model, method, kind):
     """kind = models | metrics | evals, in oneshot_sparsities(method) order."""
-    return [{"models": model_dir(model, method, s, 0), "metrics": prune_metrics_path(model, method, s, 0),
-             "evals": eval_path(model, method, s, 0)}[kind] for s in oneshot_sparsities(method)]
+    artifact = {"models": LAYOUT.pruned_model, "metrics": LAYOUT.prune_metrics, "evals": LAYOUT.evaluation}[kind]
+    return [artifact(model, method, s, 0) for s in oneshot_sparsities(method)]
 
 
 def chain_sparsities(variant, sparsity=None):
@@ -258,12 +250,10 @@ def chain_sparsities(variant, sparsity=None):
 
 def chain_paths(model, variant, sparsities, kind):
     """kind = metrics | masks | evals | dense_evals, per sparsity then per round (iobs.pipeline.chains)."""
-    base = f"{RESULTS}/prune/{model}/{variant}"
-    make = {"metrics": lambda s, r: f"{base}/{s}/round{r}/metrics.json",
-            "masks": lambda s, r: f"{base}/{s}/round{r}/masks.pt",
-            "evals": lambda s, r: eval_path(model, variant, s, r),
-            "dense_evals": lambda s, r: eval_path(model, "dense_ft_dense", s, r)}[kind]
-    return [make(s, r) for s in sparsities for r in ROUNDS]
+    if kind == "dense_evals":
+        return [LAYOUT.evaluation(model, "dense_ft_dense", s, r) for s in sparsities for r in ROUNDS]
+    artifact = {"metrics": LAYOUT.prune_metrics, "masks": LAYOUT.round_masks, "evals": LAYOUT.evaluation}[kind]
+    return [artifact(model, variant, s, r) for s in sparsities for r in ROUNDS]
 
 
 def chain_inputs(model, variant, sparsities):
@@ -273,12 +263,12 @@ def chain_inputs(model, variant, sparsities):
         "round1_models": [oneshot_paths(model, solver, "models")[i] for i in index],
         "round1_metrics": [oneshot_paths(model, solver, "metrics")[i] for i in index],
         "round1_evals": [oneshot_paths(model, solver, "evals")[i] for i in index],
-        "windows": [f"{RESULTS}/calibration/{calibration_label(model)}/batch{batch_index(r)}.pt" for r in ROUNDS],
-        "streams": [stream_path(tokenizer_label(model), spec) for _, _, spec in EVAL_STREAMS],
+        "windows": [calibration_batch(model, r) for r in ROUNDS],
+        "streams": eval_stream_paths(model),
         **dense_input(model),
     }
     if variant == "dense_ft":
-        inputs["dense_eval"] = eval_path(model, "dense", "0", 0)
+        inputs["dense_eval"] = LAYOUT.evaluation(model, "dense", "0", 0)
     return inputs
 
 
@@ -291,10 +281,9 @@ def eval_params(model):
 
 
 def eval_inputs(wildcards):
-    tok = tokenizer_label(wildcards.model)
-    inputs = {"streams": [stream_path(tok, spec) for _, _, spec in EVAL_STREAMS]}
+    inputs = {"streams": eval_stream_paths(wildcards.model)}
     source = model_dir(wildcards.model, wildcards.method, wildcards.sparsity, wildcards.round)
-    if source.startswith(f"{RESULTS}/"):
+    if LAYOUT.inside(source):
         inputs["model"] = source
     return inputs
 
@@ -313,18 +302,14 @@ def mmlu_models():
     return [m for m in evaluated_models() if m[1] in MMLU["methods"]]
 
 
-def mmlu_path(model, method, sparsity, round_index):
-    return f"{RESULTS}/mmlu/{model}/{method}/{sparsity}/round{round_index}/mmlu.json"
-
-
 def mmlu_targets():
-    return [f"{RESULTS}/tables/mmlu.csv"] if mmlu_models() else []
+    return [LAYOUT.table("mmlu.csv")] if mmlu_models() else []
 
 
 def mmlu_inputs(wildcards):
     """The model directory when the pipeline makes it (a hub id or local path of a dense model is a param)."""
     source = model_dir(wildcards.model, wildcards.method, wildcards.sparsity, wildcards.round)
-    return {"model": source} if source.startswith(f"{RESULTS}/") else {}
+    return {"model": source} if LAYOUT.inside(source) else {}
 
 
 def round_state(path):
@@ -333,9 +318,6 @@ def round_state(path):
 
 
 # ---- window policy (iobs.data.bos): does every calibration / evaluation window begin with BOS ------------------
-BOS_SUFFIX = "@bos"  # model names cannot contain "@" (schema: models.propertyNames)
-
-
 def bos_setting(model):
     return MODELS[model].get("bos", "auto")
 
@@ -344,14 +326,14 @@ def calibration_label(model):
     """The {tok} of a model's calibration batches: its tokenizer's label, plus "@bos" for a model made here with
     bos: always (the local BPE adds no BOS, so auto means none for every model made here and they share batches;
     an existing model has its own label and the calibration job decides auto from its tokenizer and config)."""
-    tok = tokenizer_label(model)
-    return f"{tok}{BOS_SUFFIX}" if made_here(model) and bos_setting(model) == "always" else tok
+    return layout.calibration_label(tokenizer_label(model), made_here(model) and bos_setting(model) == "always")
 
 
 def calibration_bos(tok):
     """(tokenizer label, bos setting) of a calibration {tok} wildcard."""
-    if tok.endswith(BOS_SUFFIX):
-        return tok.removesuffix(BOS_SUFFIX), "always"
+    base, bos_always = layout.parse_calibration_label(tok)
+    if bos_always:
+        return base, "always"
     return tok, ("never" if tok == LOCAL_TOKENIZER else bos_setting(tok))
 
 

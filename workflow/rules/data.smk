@@ -4,18 +4,18 @@
 
 rule corpus:
     output:
-        train=f"{RESULTS}/data/corpus/train.txt",
-        valid=f"{RESULTS}/data/corpus/valid.txt",
-        test=f"{RESULTS}/data/corpus/test.txt",
-        manifest=f"{RESULTS}/data/corpus/manifest.json",
-        provenance=f"{RESULTS}/data/corpus/provenance.json",
+        train=LAYOUT.corpus_split("train"),
+        valid=LAYOUT.corpus_split("valid"),
+        test=LAYOUT.corpus_split("test"),
+        manifest=LAYOUT.path(layout.CORPUS_STEM, "manifest.json"),
+        provenance=LAYOUT.provenance(layout.CORPUS_STEM),
     params:
-        job="iobs.data.jobs:corpus",
+        job="iobs.pipeline.data:corpus",
         stdlib_dir=config["corpus"]["stdlib_dir"],
         fractions=config["corpus"]["fractions"],
         max_eval_file_bytes=config["corpus"]["max_eval_file_bytes"],
     log:
-        f"{RESULTS}/logs/data/corpus.log",
+        LAYOUT.log(layout.CORPUS_STEM),
     threads: 1
     resources:
         mem_mb=2000,
@@ -29,15 +29,15 @@ rule tokenizer:
     input:
         train=rules.corpus.output.train,
     output:
-        tokenizer=directory(f"{RESULTS}/data/tokenizer"),
-        provenance=f"{RESULTS}/data/tokenizer.provenance.json",
+        tokenizer=directory(LAYOUT.tokenizer()),
+        provenance=LAYOUT.provenance_beside(layout.TOKENIZER_STEM),
     params:
-        job="iobs.data.jobs:tokenizer",
+        job="iobs.pipeline.data:tokenizer",
         vocab_size=config["tokenizer"]["vocab_size"],
     log:
-        f"{RESULTS}/logs/data/tokenizer.log",
+        LAYOUT.log(layout.TOKENIZER_STEM),
     benchmark:
-        f"{RESULTS}/benchmarks/data/tokenizer.tsv"
+        LAYOUT.benchmark(layout.TOKENIZER_STEM)
     threads: 1
     resources:
         mem_mb=4000,
@@ -51,16 +51,16 @@ rule tokenize:
     input:
         unpack(tokenize_inputs),
     output:
-        tokens=f"{RESULTS}/data/streams/{{tok}}/{{source}}.pt",
-        provenance=f"{RESULTS}/data/streams/{{tok}}/{{source}}.provenance.json",
+        tokens=LAYOUT.stream("{tok}", "{source}"),
+        provenance=LAYOUT.provenance_beside(layout.stream_stem("{tok}", "{source}")),
     params:
-        job="iobs.data.jobs:tokenize",
+        job="iobs.pipeline.data:tokenize",
         source=lambda w: SOURCES[w.source][0],
         source_key=lambda w: SOURCES[w.source][1],
         tokenizer=lambda w: None if w.tok == LOCAL_TOKENIZER else existing_model_source(w.tok),
         max_tokens=lambda w: SOURCES[w.source][0].get("max_tokens"),
     log:
-        f"{RESULTS}/logs/data/streams/{{tok}}/{{source}}.log",
+        LAYOUT.log(layout.stream_stem("{tok}", "{source}")),
     threads: 1
     resources:
         mem_mb=4000,
@@ -74,12 +74,12 @@ rule calibration:
     input:
         unpack(calibration_inputs),
     output:
-        windows=f"{RESULTS}/calibration/{{tok}}/batch{{batch}}.pt",
-        provenance=f"{RESULTS}/calibration/{{tok}}/batch{{batch}}.provenance.json",
+        windows=LAYOUT.calibration_batch("{tok}", "{batch}"),
+        provenance=LAYOUT.provenance_beside(layout.calibration_stem("{tok}", "{batch}")),
     wildcard_constraints:
         batch=r"\d+",
     params:
-        job="iobs.data.jobs:calibration",
+        job="iobs.pipeline.data:calibration",
         num_windows=config["calibration"]["num_windows"],
         length=config["calibration"]["length"],
         seed=config["calibration"]["seed"],
@@ -92,7 +92,7 @@ rule calibration:
         bos_key=lambda w: calibration_bos_params(w.tok)["bos_key"],
         bos_model=lambda w: calibration_bos_params(w.tok)["bos_model"],
     log:
-        f"{RESULTS}/logs/calibration/{{tok}}/batch{{batch}}.log",
+        LAYOUT.log(layout.calibration_stem("{tok}", "{batch}")),
     threads: 1
     resources:
         mem_mb=4000,

@@ -1,18 +1,20 @@
 # Perplexity of every evaluated model (dense, one-shot, every round) on every configured eval set and split,
 # gathered into results/tables/pruning.csv.
 
+EVAL_JOB = ("{model}", "{method}", "{sparsity}", "{round}")  # (model, method, sparsity, round) of the layout
+
 
 rule evaluate:
     input:
         unpack(eval_inputs),
     output:
-        metrics=f"{RESULTS}/eval/{{model}}/{{method}}/{{sparsity}}/round{{round}}/perplexity.json",
-        provenance=f"{RESULTS}/eval/{{model}}/{{method}}/{{sparsity}}/round{{round}}/provenance.json",
+        metrics=LAYOUT.evaluation(*EVAL_JOB),
+        provenance=LAYOUT.provenance(layout.eval_stem(*EVAL_JOB)),
     wildcard_constraints:
         round=r"\d+",
         method="dense" if CHAIN else r"[^/]+",  # chain jobs evaluate what they make, in process
     params:
-        job="iobs.eval.jobs:evaluate_model",
+        job="iobs.pipeline.eval:evaluate_model",
         model=lambda w: model_dir(w.model, w.method, w.sparsity, w.round),
         model_key=lambda w: None if made_here(w.model) else model_key(w.model),
         dtype=lambda w: MODELS[w.model]["dtype"],
@@ -24,7 +26,7 @@ rule evaluate:
         bos=lambda w: bos_setting(w.model),
         bos_key=lambda w: f"models.{w.model}.bos",
     log:
-        f"{RESULTS}/logs/eval/{{model}}/{{method}}/{{sparsity}}/round{{round}}.log",
+        LAYOUT.log(layout.eval_stem(*EVAL_JOB)),
     threads: 1
     resources:
         mem_mb=4000,
@@ -37,16 +39,16 @@ rule evaluate:
 
 rule pruning_table:
     input:
-        evals=[eval_path(*m) for m in evaluated_models()],
+        evals=[LAYOUT.evaluation(*m) for m in evaluated_models()],
         prune_metrics=sorted({p for p in (prune_metrics_path(*m) for m in evaluated_models()) if p}),
     output:
-        table=report(f"{RESULTS}/tables/pruning.csv", caption="../report/pruning_table.rst",
+        table=report(LAYOUT.table("pruning.csv"), caption="../report/pruning_table.rst",
                      category="Language-model pruning"),
-        provenance=f"{RESULTS}/tables/pruning.provenance.json",
+        provenance=LAYOUT.provenance_beside(layout.table_stem("pruning")),
     params:
-        job="iobs.reporting:pruning_table",
+        job="iobs.pipeline.reporting:pruning_table",
     log:
-        f"{RESULTS}/logs/tables/pruning.log",
+        LAYOUT.log(layout.table_stem("pruning")),
     threads: 1
     resources:
         mem_mb=2000,

@@ -1,18 +1,20 @@
 # MMLU few-shot accuracy (lm-evaluation-harness, extra `mmlu`) of the dense model and every round of the methods in
 # mmlu.methods, gathered into results/tables/mmlu.csv. Off unless mmlu.enabled. Helpers live at the end of
-# common.smk (mmlu_models, mmlu_path, mmlu_targets, mmlu_inputs).
+# common.smk (mmlu_models, mmlu_targets, mmlu_inputs).
+
+MMLU_JOB = ("{model}", "{method}", "{sparsity}", "{round}")  # (model, method, sparsity, round) of the layout
 
 
 rule mmlu:
     input:
         unpack(mmlu_inputs),
     output:
-        metrics=f"{RESULTS}/mmlu/{{model}}/{{method}}/{{sparsity}}/round{{round}}/mmlu.json",
-        provenance=f"{RESULTS}/mmlu/{{model}}/{{method}}/{{sparsity}}/round{{round}}/provenance.json",
+        metrics=LAYOUT.mmlu(*MMLU_JOB),
+        provenance=LAYOUT.provenance(layout.mmlu_stem(*MMLU_JOB)),
     wildcard_constraints:
         round=r"\d+",
     params:
-        job="iobs.eval.mmlu_jobs:mmlu_accuracy",
+        job="iobs.pipeline.mmlu:mmlu_accuracy",
         model=lambda w: model_dir(w.model, w.method, w.sparsity, w.round),
         model_key=lambda w: None if made_here(w.model) else model_key(w.model),
         dtype=lambda w: MODELS[w.model]["dtype"],
@@ -21,9 +23,9 @@ rule mmlu:
         bos=lambda w: bos_setting(w.model),
         bos_key=lambda w: f"models.{w.model}.bos",
     log:
-        f"{RESULTS}/logs/mmlu/{{model}}/{{method}}/{{sparsity}}/round{{round}}.log",
+        LAYOUT.log(layout.mmlu_stem(*MMLU_JOB)),
     benchmark:
-        f"{RESULTS}/benchmarks/mmlu/{{model}}/{{method}}/{{sparsity}}/round{{round}}.tsv"
+        LAYOUT.benchmark(layout.mmlu_stem(*MMLU_JOB))
     threads: 1
     resources:
         mem_mb=4000,
@@ -36,15 +38,15 @@ rule mmlu:
 
 rule mmlu_table:
     input:
-        results=[mmlu_path(*m) for m in mmlu_models()],
+        results=[LAYOUT.mmlu(*m) for m in mmlu_models()],
     output:
-        table=report(f"{RESULTS}/tables/mmlu.csv", caption="../report/mmlu_table.rst",
+        table=report(LAYOUT.table("mmlu.csv"), caption="../report/mmlu_table.rst",
                      category="Language-model pruning"),
-        provenance=f"{RESULTS}/tables/mmlu.provenance.json",
+        provenance=LAYOUT.provenance_beside(layout.table_stem("mmlu")),
     params:
-        job="iobs.eval.mmlu_jobs:mmlu_table",
+        job="iobs.pipeline.mmlu:mmlu_table",
     log:
-        f"{RESULTS}/logs/tables/mmlu.log",
+        LAYOUT.log(layout.table_stem("mmlu")),
     threads: 1
     resources:
         mem_mb=2000,

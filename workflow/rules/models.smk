@@ -4,21 +4,21 @@
 rule pretrain:
     input:
         tokenizer=rules.tokenizer.output.tokenizer,
-        train=f"{RESULTS}/data/streams/{LOCAL_TOKENIZER}/stdlib-train.pt",
-        valid=f"{RESULTS}/data/streams/{LOCAL_TOKENIZER}/stdlib-valid.pt",
+        train=stream_path(LOCAL_TOKENIZER, {"kind": "stdlib", "split": "train"}),
+        valid=stream_path(LOCAL_TOKENIZER, {"kind": "stdlib", "split": "valid"}),
     output:
-        model=directory(f"{RESULTS}/models/{{model}}/dense"),
-        metrics=f"{RESULTS}/models/{{model}}/pretrain.json",
-        provenance=f"{RESULTS}/models/{{model}}/provenance.json",
+        model=directory(LAYOUT.dense_model("{model}")),
+        metrics=LAYOUT.pretrain_metrics("{model}"),
+        provenance=LAYOUT.provenance(layout.model_stem("{model}")),
     params:
-        job="iobs.models.jobs:pretrain_tiny",
+        job="iobs.pipeline.models:pretrain_tiny",
         family=lambda w: MODELS[w.model]["family"],
         dims=lambda w: MODELS[w.model].get("dims"),
         pretrain=lambda w: MODELS[w.model].get("pretrain", {}),
     log:
-        f"{RESULTS}/logs/models/{{model}}/pretrain.log",
+        LAYOUT.log(layout.pretrain_stem("{model}")),
     benchmark:
-        f"{RESULTS}/benchmarks/models/{{model}}/pretrain.tsv"
+        LAYOUT.benchmark(layout.pretrain_stem("{model}"))
     threads: 1
     resources:
         mem_mb=4000,

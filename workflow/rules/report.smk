@@ -7,22 +7,22 @@ LM_CATEGORY = "Language-model pruning"
 
 rule lm_figures:
     input:
-        pruning=f"{RESULTS}/tables/pruning.csv",
+        pruning=LAYOUT.table("pruning.csv"),
         round_metrics=round_metrics_paths(),
     output:
-        llm_table=report(f"{RESULTS}/tables/llm_table.csv", caption="../report/lm_llm_table.rst",
+        llm_table=report(LAYOUT.table("llm_table.csv"), caption="../report/lm_llm_table.rst",
                          category=LM_CATEGORY),
-        methods=report(f"{RESULTS}/tables/methods.csv", caption="../report/lm_methods.rst",
+        methods=report(LAYOUT.table("methods.csv"), caption="../report/lm_methods.rst",
                        category=LM_CATEGORY),
-        controls=report(f"{RESULTS}/tables/controls.csv", caption="../report/lm_controls.rst",
+        controls=report(LAYOUT.table("controls.csv"), caption="../report/lm_controls.rst",
                         category=LM_CATEGORY),
-        controls_summary=report(f"{RESULTS}/tables/controls_summary.md", caption="../report/lm_controls_summary.rst",
+        controls_summary=report(LAYOUT.table("controls_summary.md"), caption="../report/lm_controls_summary.rst",
                                 category=LM_CATEGORY),
-        mask_dynamics=report(f"{RESULTS}/tables/mask_dynamics.csv", caption="../report/lm_mask_dynamics.rst",
+        mask_dynamics=report(LAYOUT.table("mask_dynamics.csv"), caption="../report/lm_mask_dynamics.rst",
                              category=LM_CATEGORY),
-        paper_vs_run=report(f"{RESULTS}/tables/paper_vs_run.csv", caption="../report/lm_paper_vs_run.rst",
+        paper_vs_run=report(LAYOUT.table("paper_vs_run.csv"), caption="../report/lm_paper_vs_run.rst",
                             category=LM_CATEGORY),
-        figures=report(directory(f"{RESULTS}/figures/lm"), patterns=["{name}.png"], caption="../report/lm_figures.rst",
+        figures=report(directory(LAYOUT.figures("lm")), patterns=["{name}.png"], caption="../report/lm_figures.rst",
                        category=LM_CATEGORY),
     params:
         # the settings paper_vs_run names, and the eval-set order (the first with a valid split chooses the best
@@ -30,9 +30,9 @@ rule lm_figures:
         settings={key: config.get(key, {}) for key in ("models", "eval", "calibration")},
         eval_sets=list(config["eval"].get("sets", {})),
     log:
-        notebook=f"{RESULTS}/notebooks/pruning.ipynb",
+        notebook=LAYOUT.notebook("pruning"),
     benchmark:
-        f"{RESULTS}/benchmarks/tables/lm_figures.tsv"
+        LAYOUT.benchmark(layout.table_stem("lm_figures"))
     threads: 1
     resources:
         mem_mb=2000,

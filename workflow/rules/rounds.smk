@@ -1,19 +1,22 @@
 # One job per one-shot prune and per round (iterative.granularity: round); included by prune.smk.
 
+ONESHOT_JOB = ("{model}", "{method}", "{sparsity}", 0)  # (model, method, sparsity, round) of the layout
+ROUND_JOB = ("{model}", "{variant}", "{sparsity}", "{round}")
+
 
 rule prune_oneshot:
     input:
         unpack(lambda w: dense_input(w.model)),
-        windows=lambda w: f"{RESULTS}/calibration/{calibration_label(w.model)}/batch0.pt",
+        windows=lambda w: calibration_batch(w.model, 1),
     output:
-        model=directory(f"{RESULTS}/prune/{{model}}/{{method}}/{{sparsity}}/round0/model"),
-        metrics=f"{RESULTS}/prune/{{model}}/{{method}}/{{sparsity}}/round0/metrics.json",
-        provenance=f"{RESULTS}/prune/{{model}}/{{method}}/{{sparsity}}/round0/provenance.json",
+        model=directory(LAYOUT.pruned_model(*ONESHOT_JOB)),
+        metrics=LAYOUT.prune_metrics(*ONESHOT_JOB),
+        provenance=LAYOUT.provenance(layout.round_stem(*ONESHOT_JOB)),
     wildcard_constraints:
         method=METHODS,
         sparsity=SPARSITY,
     params:
-        job="iobs.prune.jobs:prune_oneshot",
+        job="iobs.pipeline.prune:prune_oneshot",
         model=lambda w: dense_param(w.model),
         model_key=lambda w: None if made_here(w.model) else model_key(w.model),
         dtype=lambda w: MODELS[w.model]["dtype"],
@@ -21,9 +24,9 @@ rule prune_oneshot:
         sparsity=lambda w: w.sparsity,
         options=lambda w: config["pruning"]["options"].get(w.method, {}),
     log:
-        f"{RESULTS}/logs/prune/{{model}}/{{method}}/{{sparsity}}/round0.log",
+        LAYOUT.log(layout.round_stem(*ONESHOT_JOB)),
     benchmark:
-        f"{RESULTS}/benchmarks/prune/{{model}}/{{method}}/{{sparsity}}/round0.tsv"
+        LAYOUT.benchmark(layout.round_stem(*ONESHOT_JOB))
     threads: 1
     resources:
         mem_mb=4000,
@@ -38,17 +41,17 @@ rule iterative_round:
     input:
         unpack(round_inputs),
     output:
-        model=directory(f"{RESULTS}/prune/{{model}}/{{variant}}/{{sparsity}}/round{{round}}/model"),
-        state=round_state(directory(f"{RESULTS}/prune/{{model}}/{{variant}}/{{sparsity}}/round{{round}}/state")),
-        masks=f"{RESULTS}/prune/{{model}}/{{variant}}/{{sparsity}}/round{{round}}/masks.pt",
-        metrics=f"{RESULTS}/prune/{{model}}/{{variant}}/{{sparsity}}/round{{round}}/metrics.json",
-        provenance=f"{RESULTS}/prune/{{model}}/{{variant}}/{{sparsity}}/round{{round}}/provenance.json",
+        model=directory(LAYOUT.pruned_model(*ROUND_JOB)),
+        state=round_state(directory(LAYOUT.round_state(*ROUND_JOB))),
+        masks=LAYOUT.round_masks(*ROUND_JOB),
+        metrics=LAYOUT.prune_metrics(*ROUND_JOB),
+        provenance=LAYOUT.provenance(layout.round_stem(*ROUND_JOB)),
     wildcard_constraints:
         variant=VARIANTS,
         sparsity=SPARSITY,
         round=r"[1-9]\d*",
     params:
-        job="iobs.iterative.jobs:iterative_round",
+        job="iobs.pipeline.rounds:iterative_round",
         model=lambda w: dense_param(w.model),
         model_key=lambda w: None if made_here(w.model) else model_key(w.model),
         dtype=lambda w: MODELS[w.model]["dtype"],
@@ -60,9 +63,9 @@ rule iterative_round:
         steps=ITER["steps"],
         seed=config["calibration"]["seed"],
     log:
-        f"{RESULTS}/logs/prune/{{model}}/{{variant}}/{{sparsity}}/round{{round}}.log",
+        LAYOUT.log(layout.round_stem(*ROUND_JOB)),
     benchmark:
-        f"{RESULTS}/benchmarks/prune/{{model}}/{{variant}}/{{sparsity}}/round{{round}}.tsv"
+        LAYOUT.benchmark(layout.round_stem(*ROUND_JOB))
     threads: 1
     resources:
         mem_mb=6000,

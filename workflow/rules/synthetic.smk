@@ -3,8 +3,7 @@
 import sys
 
 from iobs.errors import DataError
-from iobs.recovery.workflow import (experiment_params, rate_targets, resolve_image_sources, run_targets,
-                                    synthetic_targets)
+from iobs.recovery.experiments import experiment_params, resolve_image_sources
 
 ALGORITHMS = "kiht|topk_iobs|iobs"
 
@@ -17,20 +16,20 @@ except DataError as err:
 
 rule synthetic_run:
     output:
-        trajectories=f"{RESULTS}/synthetic/{{experiment}}/{{algorithm}}/trajectories.npz",
-        provenance=f"{RESULTS}/synthetic/{{experiment}}/{{algorithm}}/provenance.json",
+        trajectories=LAYOUT.trajectories("{experiment}", "{algorithm}"),
+        provenance=LAYOUT.provenance(layout.synthetic_stem("{experiment}", "{algorithm}")),
     wildcard_constraints:
         algorithm=ALGORITHMS,
     params:
-        job="iobs.recovery.jobs:run_synthetic",
+        job="iobs.pipeline.synthetic:run_synthetic",
         experiment=lambda w: experiment_params(SYN, IMAGE_SOURCES, w.experiment),
         algorithm=lambda w: w.algorithm,
         seed=SYN["seed"],
         max_supports=SYN["max_supports"],
     log:
-        f"{RESULTS}/logs/synthetic/{{experiment}}/{{algorithm}}.log",
+        LAYOUT.log(layout.synthetic_stem("{experiment}", "{algorithm}")),
     benchmark:
-        f"{RESULTS}/benchmarks/synthetic/{{experiment}}/{{algorithm}}.tsv"
+        LAYOUT.benchmark(layout.synthetic_stem("{experiment}", "{algorithm}"))
     threads: 1
     resources:
         mem_mb=2000,
@@ -42,20 +41,20 @@ rule synthetic_run:
 
 rule synthetic_rates:
     output:
-        trajectories=f"{RESULTS}/synthetic-rates/{{algorithm}}/trajectories.npz",
-        provenance=f"{RESULTS}/synthetic-rates/{{algorithm}}/provenance.json",
+        trajectories=LAYOUT.rate_trajectories("{algorithm}"),
+        provenance=LAYOUT.provenance(layout.rates_stem("{algorithm}")),
     wildcard_constraints:
         algorithm=ALGORITHMS,
     params:
-        job="iobs.recovery.jobs:run_rates",
+        job="iobs.pipeline.synthetic:run_rates",
         rates=SYN["rates"],
         algorithm=lambda w: w.algorithm,
         seed=SYN["seed"],
         max_supports=SYN["max_supports"],
     log:
-        f"{RESULTS}/logs/synthetic-rates/{{algorithm}}.log",
+        LAYOUT.log(layout.rates_stem("{algorithm}")),
     benchmark:
-        f"{RESULTS}/benchmarks/synthetic-rates/{{algorithm}}.tsv"
+        LAYOUT.benchmark(layout.rates_stem("{algorithm}"))
     threads: 1
     resources:
         mem_mb=1000,
@@ -67,21 +66,21 @@ rule synthetic_rates:
 
 rule synthetic_figures:
     input:
-        runs=run_targets(SYN, RESULTS),
-        rates=rate_targets(SYN, RESULTS),
+        runs=LAYOUT.synthetic_runs(SYN),
+        rates=LAYOUT.synthetic_rate_runs(SYN),
     output:
-        table=report(f"{RESULTS}/tables/synthetic_final.csv", caption="../report/synthetic_final.rst",
+        table=report(LAYOUT.table("synthetic_final.csv"), caption="../report/synthetic_final.rst",
                      category="Synthetic sparse recovery"),
-        rates_table=report(f"{RESULTS}/tables/synthetic_rates.csv", caption="../report/synthetic_rates.rst",
+        rates_table=report(LAYOUT.table("synthetic_rates.csv"), caption="../report/synthetic_rates.rst",
                            category="Synthetic sparse recovery"),
-        figures=report(directory(f"{RESULTS}/figures/synthetic"), patterns=["{name}.png"],
+        figures=report(directory(LAYOUT.figures("synthetic")), patterns=["{name}.png"],
                        caption="../report/synthetic_figures.rst", category="Synthetic sparse recovery"),
     params:
         reconstructions=SYN["reconstructions"],
     log:
-        notebook=f"{RESULTS}/notebooks/synthetic.ipynb",
+        notebook=LAYOUT.notebook("synthetic"),
     benchmark:
-        f"{RESULTS}/benchmarks/synthetic/figures.tsv"
+        LAYOUT.benchmark(layout.SYNTHETIC_FIGURES_STEM)
     threads: 1
     resources:
         mem_mb=2000,

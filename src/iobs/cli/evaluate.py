@@ -11,9 +11,10 @@ import torch
 from iobs.cli.common import load_model_and_tokenizer, model_location, pick_device
 from iobs.cli.data import check_seqlen, evaluation_windows, resolve_source
 from iobs.cli.outputs import check_writable
-from iobs.data.bos import model_type_of, resolve_bos
+from iobs.data.bos import resolve_bos
 from iobs.errors import IobsError
 from iobs.eval.perplexity import perplexity
+from iobs.models.bos import model_type_of
 from iobs.models.families import decoder_layers
 from iobs.models.gguf import source_record
 from iobs.atomic import atomic_write_json

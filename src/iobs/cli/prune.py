@@ -28,9 +28,10 @@ from iobs.cli.common import load_model_and_tokenizer, model_location, pick_devic
 from iobs.cli.data import CalibrationSampler, check_seqlen, resolve_source
 from iobs.cli.outputs import check_writable, exclusive_output
 from iobs.cli.parser import solver_options, step_config
-from iobs.data.bos import model_type_of, resolve_bos
+from iobs.data.bos import resolve_bos
 from iobs.errors import IobsError
 from iobs.iterative.rounds import run_rounds, variant
+from iobs.models.bos import model_type_of
 from iobs.models.families import decoder_layers
 from iobs.models.gguf import source_record
 from iobs.prune.driver import prunable_linears, prune_model

@@ -14,13 +14,14 @@ The rule (resolve_bos, setting "auto"):
 "always" / "never" override it (config key `bos`, CLI --bos). A window of length L with BOS is [BOS] + the next
 L - 1 text tokens: the model's input length stays L and its L - 1 scored positions are exactly its text tokens
 (the BOS position is never a target); without BOS, the first of its L text tokens is unscored.
+The model type of a model named by a folder, hub id or GGUF file is read in iobs.models.bos.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from iobs.errors import ConfigError, DataError
+from iobs.errors import ConfigError
 
 SETTINGS = ("auto", "always", "never")
 # transformers model_type of the families whose published pruning numbers use BOS-free windows (Llama-2's
@@ -88,34 +89,3 @@ def resolve_bos(setting: str, model_type: str | None, tokenizer, key: str = "bos
         return BosPolicy(True, int(bos_id), setting, f"tokenizer {name} prepends BOS id {bos_id} when encoding")
     why = "has no BOS token" if bos_id is None else f"does not prepend its BOS id {bos_id}"
     return BosPolicy(False, None, setting, f"tokenizer {name} {why}")
-
-
-def model_type_of(source, key: str = "bos") -> str | None:
-    """config.model_type of a loaded model, a config, or a model folder / hub id (reads config.json only)."""
-    config = getattr(source, "config", source)
-    if hasattr(config, "model_type"):
-        return config.model_type
-    from iobs.models.gguf import gguf_model_type, is_gguf_source
-
-    if is_gguf_source(source):
-        return gguf_model_type(source)
-    from transformers import AutoConfig
-
-    try:
-        return AutoConfig.from_pretrained(str(source)).model_type
-    except (OSError, ValueError) as err:  # offline without a cached copy, no config.json, an unknown model type
-        raise DataError(f"{key} auto needs the model type of {source}, whose config cannot be read "
-                        f"({type(err).__name__}): give a local path, or set {key} always or never") from None
-
-
-def job_bos_policy(setting: str, model_type_source, load_tokenizer, key: str = "bos") -> BosPolicy:
-    """resolve_bos for a DAG job: "never" needs neither the tokenizer nor the model's config, so neither is loaded.
-
-    model_type_source: a model, its config, a folder or hub id (see model_type_of), or None (a tokenizer made
-    here, shared by the tiny models: no reference family); load_tokenizer() -> the tokenizer.
-    """
-    check_setting(setting, key)
-    if setting == "never":
-        return resolve_bos(setting, None, None, key)
-    model_type = model_type_of(model_type_source, key) if model_type_source is not None else None
-    return resolve_bos(setting, model_type, load_tokenizer(), key)

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from iobs.data.windows import eval_windows
 from iobs.errors import DataError, IobsError
 
 
@@ -95,3 +96,15 @@ def perplexity(model, windows: torch.Tensor, batch_size: int = 8, device: str | 
         "seqlen": int(windows.shape[1]),
         "seconds": round(time.perf_counter() - start, 3),
     }
+
+
+def stream_perplexities(model, streams, bos, seqlen: int, max_windows: int | None = None, batch_size: int = 8,
+                        device=None, label: str | None = None) -> list[dict]:
+    """Perplexity on each of several token streams: streams yields (names, Tensor[T] token ids), each cut into its
+    evaluation windows (iobs.data.windows.eval_windows) under the window policy `bos` (iobs.data.bos.BosPolicy).
+    One row per stream: {**names, **perplexity(...), "bos": bos.label}."""
+    rows = []
+    for names, tokens in streams:
+        windows = eval_windows(tokens, int(seqlen), max_windows, bos.bos_id)
+        rows.append({**names, **perplexity(model, windows, int(batch_size), device, label=label), "bos": bos.label})
+    return rows

@@ -202,9 +202,11 @@ def round_steps(state: nn.Module, batch: torch.Tensor, round_index: int, schedul
 
 def run_rounds(state: nn.Module, batch_for: Callable[[int], torch.Tensor], schedule: Schedule, *, rounds: int,
                solver: str, sparsities, steps: StepConfig, solver_options: dict | None = None, seed: int = 0,
-               first_round: int = 1, histories: dict[str, History] | None = None,
+               first_round: int = 1, histories: dict[str, History] | None = None, pending_steps: bool = True,
+               final_steps: bool = False,
                on_round: Callable[[int, dict[str, RoundResult], dict[str, History]], None] | None = None,
                on_sparse: Callable[[int, str, nn.Module, dict[str, torch.Tensor]], None] | None = None,
+               on_steps: Callable[[int, list[float], float], None] | None = None,
                progress: bool = False, device=None, batch_size: int = 1,
                offload_activations: bool = False) -> dict[str, History]:
     """The round loop (the pipeline's chain jobs, the CLI, the sweep and the tests all use it): rounds
@@ -218,20 +220,30 @@ def run_rounds(state: nn.Module, batch_for: Callable[[int], torch.Tensor], sched
     on_sparse(r, sparsity, model, masks): the round's sparse model, before anything else changes it.
     on_round(r, {sparsity: RoundResult}, {sparsity: History after r}): after round r, with `state` at its
     resumable point (a checkpoint can be written here); each result's step_losses / seconds["steps"] are the steps
-    taken at the start of round r (round r-1's). Returns the histories after the last round.
+    taken at the start of round r (round r-1's). on_steps(r, losses, seconds): after round r's steps, whenever taken.
+    pending_steps=False: `state` has taken round first_round-1's steps already (a state saved after them, as by the
+    per-round job); final_steps=True: the last round's steps are taken too, so `state` ends as round rounds+1 would
+    start. Returns the histories after the last round.
     """
     sparsities = [sparsities] if isinstance(sparsities, str) else list(sparsities)
     if schedule.carry_projection and len(sparsities) != 1:
         raise ConfigError("a variant that carries its projection runs one sparsity per loop")
     histories = dict(histories or {})
-    for r in range(first_round, rounds + 1):
-        losses: list[float] = []
+
+    def take_steps(r: int) -> tuple[list[float], float]:  # round r's steps, with its batch and (masked) its masks
         t0 = time.perf_counter()
-        if r > 1:  # round r-1's steps, with its batch and (for masked steps) its masks
-            masks = histories[sparsities[0]].previous_masks if schedule.carry_projection else None
-            losses = round_steps(state, batch_for(r - 1), r - 1, schedule, steps=steps, masks=masks, seed=seed,
-                                 device=device, progress=progress)
-        step_seconds = time.perf_counter() - t0
+        masks = histories[sparsities[0]].previous_masks if schedule.carry_projection else None
+        losses = round_steps(state, batch_for(r), r, schedule, steps=steps, masks=masks, seed=seed, device=device,
+                             progress=progress)
+        seconds = time.perf_counter() - t0
+        if on_steps is not None:
+            on_steps(r, losses, seconds)
+        return losses, seconds
+
+    for r in range(first_round, rounds + 1):
+        losses, step_seconds = [], 0.0
+        if r > 1 and (r > first_round or pending_steps):
+            losses, step_seconds = take_steps(r - 1)
         batch = batch_for(r)
         results = {}
         for sparsity in sparsities:
@@ -247,4 +259,6 @@ def run_rounds(state: nn.Module, batch_for: Callable[[int], torch.Tensor], sched
             results[sparsity] = result
         if on_round is not None:
             on_round(r, results, dict(histories))
+    if final_steps and rounds >= first_round:
+        take_steps(rounds)
     return histories

@@ -19,14 +19,14 @@ import shutil
 from pathlib import Path
 
 from iobs.atomic import atomic_write_json
-from iobs.data.bos import job_bos_policy
 from iobs.data.files import load_tensor
 from iobs.errors import DataError
-from iobs.eval.jobs import score_streams
 from iobs.iterative.rounds import History, current_masks, run_rounds, variant
 from iobs.iterative.steps import StepConfig
-from iobs.jobs import JobContext
+from iobs.models.bos import job_bos_policy
 from iobs.models.load import load_model, load_tokenizer, quiet_progress_bars
+from iobs.pipeline.eval import score_streams
+from iobs.pipeline.runner import JobContext
 from iobs.prune.driver import prune_model
 from iobs.prune.save import load_masks, load_masks_and_support, save_masks, save_pruned_model
 

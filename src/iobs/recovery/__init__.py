@@ -2,6 +2,6 @@
 
 Modules: images (MNIST / sklearn digits signals), problems (instances batched over runs, losses),
 algorithms (k-IHT, Topk-I-OBS, theoretical I-OBS as pure tensor functions), solve (iteration drivers that
-record trajectories), trajectories (npz I/O), jobs (the Snakemake job functions), report (tables),
-figures (plots), workflow (planning helpers of workflow/rules/synthetic.smk).
+record trajectories), trajectories (npz I/O), experiments (a config's experiments: problems, runs and their
+planning), report (tables), figures (plots). The Snakemake jobs that run them are iobs.pipeline.synthetic's.
 """

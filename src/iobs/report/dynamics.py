@@ -1,4 +1,5 @@
-"""Mask dynamics of the I-OBS rounds and their controls, from each round's metrics.json (iobs.iterative.jobs)."""
+"""Mask dynamics of the I-OBS rounds and their controls, from each round's metrics.json (written by the round and
+chain jobs of iobs.pipeline)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import math
 import pandas as pd
 
 from iobs.errors import DataError
-from iobs.reporting import _metrics_key, _read_json
+from iobs.report.records import read_record
 
 TOTAL = "total"  # the layer label of the whole-model row
 DYNAMICS_COLUMNS = ["model", "variant", "sparsity", "round", "layer", "changed_since_previous",
@@ -45,13 +46,13 @@ def dynamics_rows(model: str, metrics: dict) -> list[dict]:
     return rows
 
 
-def dynamics_table(metric_paths) -> pd.DataFrame:
-    """One row per (model, variant, sparsity, round >= 2, layer) from the rounds' metrics.json files, laid out as
-    .../prune/{model}/{variant}/{sparsity}/round{r}/metrics.json. Fractions are of mask positions (0..1)."""
+def dynamics_table(round_metrics) -> pd.DataFrame:
+    """One row per (model, variant, sparsity, round >= 2, layer) from the rounds' metrics.json files, given as
+    {(model, variant, sparsity, round): path} (iobs.pipeline.layout.by_round_key keys a run's files). Fractions
+    are of mask positions (0..1)."""
     rows = []
-    for path in metric_paths:
-        model, variant, sparsity, round_index = _metrics_key(path)
-        metrics = _read_json(path)
+    for (model, variant, sparsity, round_index), path in round_metrics.items():
+        metrics = read_record(path)
         if "variant" not in metrics:
             continue  # a one-shot job's metrics: no rounds, no dynamics
         if (metrics["variant"], str(metrics["sparsity"]), int(metrics["round"])) != (variant, sparsity, round_index):

@@ -9,7 +9,7 @@ import pandas as pd
 
 from iobs import registry
 from iobs.errors import DataError
-from iobs.reporting import PRUNING_COLUMNS
+from iobs.report.records import PRUNING_COLUMNS
 
 ITERATIVE_VARIANTS = registry.variant_names()
 ONESHOT_METHODS = registry.oneshot_methods()

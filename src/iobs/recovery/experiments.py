@@ -1,4 +1,8 @@
-"""Snakemake job functions of workflow/rules/synthetic.smk (run through iobs.jobs)."""
+"""The synthetic experiments of a config (its `synthetic` section): their problems, runs and planning.
+
+run_experiment and run_rate_experiment solve one (experiment, algorithm) and return its trajectories with a
+summary; resolve_image_sources and experiment_params settle each image experiment's source once, while planning.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +12,14 @@ import numpy as np
 import torch
 
 from iobs.errors import ConfigError
-from iobs.jobs import JobContext
 from iobs.recovery.images import load_images, resolve_image_source
 from iobs.recovery.problems import RecoveryProblem, gaussian_problem, image_problem, rates_problem
 from iobs.recovery.solve import Trajectory, solve_least_squares, solve_residual
-from iobs.recovery.trajectories import RunRecord, save_trajectory
+from iobs.recovery.trajectories import RunRecord
 
 log = logging.getLogger("iobs.recovery")
+
+MAX_SUPPORTS = 20000  # theoretical I-OBS enumerates supports exactly up to this many (synthetic.max_supports)
 
 
 def _mapping(value, where: str) -> dict:
@@ -65,34 +70,52 @@ def _record(problem: RecoveryProblem, trajectory: Trajectory, meta: dict) -> Run
                      k=problem.k.numpy().astype(np.int64), meta=meta)
 
 
-def run_synthetic(ctx: JobContext) -> dict:
-    """One (experiment, algorithm) of the paper's synthetic figures -> output "trajectories" (npz)."""
-    name = ctx.wildcards.get("experiment", "experiment")
+def run_experiment(name: str, exp: dict, algorithm: str, seed: int,
+                   max_supports: int = MAX_SUPPORTS) -> tuple[RunRecord, dict]:
+    """One (experiment, algorithm) of the paper's synthetic figures: its run record and a summary of it."""
     where = f"synthetic.experiments.{name}"
-    exp, algorithm = _mapping(ctx.params["experiment"], where), ctx.params["algorithm"]
-    problem, meta = build_problem(exp, ctx.params["seed"], where)
+    exp = _mapping(exp, where)
+    problem, meta = build_problem(exp, seed, where)
     step = _get(exp, "step", where)
-    trajectory = solve_least_squares(problem, algorithm, _get(exp, "iterations", where), step,
-                                     ctx.params.get("max_supports", 20000))
+    trajectory = solve_least_squares(problem, algorithm, _get(exp, "iterations", where), step, max_supports)
     summary = _summary(problem, trajectory)
-    meta |= {"experiment": name, "algorithm": algorithm, "step": step, "seed": ctx.params["seed"],
-             "config": exp, **summary}
-    save_trajectory(ctx.out("trajectories"), _record(problem, trajectory, meta))
+    meta |= {"experiment": name, "algorithm": algorithm, "step": step, "seed": seed, "config": exp, **summary}
     log.info("%s/%s: final loss %.3g, ||w - w*|| %.3g", name, algorithm, summary["final_loss_mean"],
              summary["final_dist_mean"])
-    return {"image_source": meta["image_source"], **summary}
+    return _record(problem, trajectory, meta), {"image_source": meta["image_source"], **summary}
 
 
-def run_rates(ctx: JobContext) -> dict:
-    """One algorithm of the local-rate experiment (synthetic.rates) -> output "trajectories" (npz)."""
-    rates, algorithm = _mapping(ctx.params["rates"], "synthetic.rates"), ctx.params["algorithm"]
+def run_rate_experiment(rates: dict, algorithm: str, seed: int,
+                        max_supports: int = MAX_SUPPORTS) -> tuple[RunRecord, dict]:
+    """One algorithm of the local-rate experiment (synthetic.rates): its run record and a summary of it."""
+    rates = _mapping(rates, "synthetic.rates")
     size = {key: _get(rates, key, "synthetic.rates") for key in ("n", "d", "k_true", "k", "runs", "init_scale")}
-    problem = rates_problem(**size, seed=ctx.params["seed"])
+    problem = rates_problem(**size, seed=seed)
     penalty = _get(rates, "loss", "synthetic.rates")
     trajectory = solve_residual(problem, algorithm, _get(rates, "iterations", "synthetic.rates"), penalty,
-                                ctx.params.get("max_supports", 20000))
+                                max_supports)
     summary = _summary(problem, trajectory)
     meta = {"experiment": "rates", "algorithm": algorithm, "prior": "gaussian", "loss": penalty,
-            "step": "exact", "seed": ctx.params["seed"], "config": rates, **summary}
-    save_trajectory(ctx.out("trajectories"), _record(problem, trajectory, meta))
-    return summary
+            "step": "exact", "seed": seed, "config": rates, **summary}
+    return _record(problem, trajectory, meta), summary
+
+
+# ---- planning (workflow/rules/synthetic.smk) ----------------------------------------------------------------
+
+
+def resolve_image_sources(synthetic: dict) -> dict[str, str]:
+    """{experiment: "mnist" | "digits"} for every image-prior experiment of config["synthetic"]."""
+    return {name: resolve_image_source(exp["image_source"], exp.get("mnist_dir"),
+                                       config_key=f"synthetic.experiments.{name}.mnist_dir")
+            for name, exp in synthetic["experiments"].items() if exp["prior"] == "image"}
+
+
+def experiment_params(synthetic: dict, image_sources: dict[str, str], name: str) -> dict:
+    """The experiment's config with its image source resolved (so finding MNIST later reruns the job)."""
+    exp = dict(synthetic["experiments"][name])
+    if exp["prior"] == "image":
+        exp["image_source"] = image_sources[name]
+        if image_sources[name] == "digits":  # d = 64: k_factor 2 would clamp k to d (no sparsity constraint)
+            exp["k_factor"] = exp.get("digits_k_factor", 1.5)
+        exp.pop("digits_k_factor", None)
+    return exp

@@ -1,16 +1,16 @@
-"""Job function (see iobs.jobs): one-shot pruning of a model with one method at one sparsity."""
+"""Job of rule prune_oneshot (workflow/rules/rounds.smk): one-shot pruning with one method at one sparsity."""
 
 from __future__ import annotations
 
 import logging
 
+from iobs.atomic import atomic_write_json
 from iobs.data.files import load_tensor
-from iobs.jobs import JobContext
 from iobs.models.gguf import source_record
 from iobs.models.load import load_model, load_tokenizer
+from iobs.pipeline.runner import JobContext
 from iobs.prune.driver import prune_model
 from iobs.prune.save import save_pruned_model
-from iobs.atomic import atomic_write_json
 
 log = logging.getLogger(__name__)
 

@@ -7,8 +7,8 @@ import socket
 import subprocess
 import sys
 
-from iobs.jobs import mark_started
-from iobs.workdir import OWNER_FILE, record_lock_owner, remove_stale_lock
+from iobs.pipeline.runner import mark_started
+from iobs.pipeline.stale_lock import OWNER_FILE, record_lock_owner, remove_stale_lock
 
 
 def _locked(tmp_path, pid: int, host: str | None = None):

@@ -1,17 +1,17 @@
-"""Job function (see iobs.jobs): one round of I-OBS or of one of its controls."""
+"""Job of rule iterative_round (workflow/rules/rounds.smk): one round of I-OBS or of one of its controls."""
 
 from __future__ import annotations
 
 import logging
 
+from iobs.atomic import atomic_write_json
 from iobs.data.files import load_tensor
-from iobs.iterative.rounds import History, run_round, variant
+from iobs.iterative.rounds import History, run_rounds, variant
 from iobs.iterative.steps import StepConfig
-from iobs.jobs import JobContext
 from iobs.models.gguf import source_record
 from iobs.models.load import load_model, load_tokenizer
+from iobs.pipeline.runner import JobContext
 from iobs.prune.save import load_masks_and_support, save_masks, save_pruned_model
-from iobs.atomic import atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -41,16 +41,27 @@ def iterative_round(ctx: JobContext) -> dict:
     if ctx.input.get("first_masks"):
         history.first_masks, history.first_support = load_masks_and_support(ctx.input["first_masks"])
     batch = load_tensor(ctx.input["windows"], "calibration windows")
+    seen: dict = {}
 
-    def save_sparse(model, masks):
+    def save_sparse(r, sparsity, model, masks):
         save_pruned_model(model, ctx.out("model"), masks=masks, tokenizer=tokenizer)
 
-    result = run_round(state, batch, round_index, variant(p["variant"]), solver=p["solver"], sparsity=p["sparsity"],
-                       steps=StepConfig(**p["steps"]), solver_options=p.get("options") or {},
-                       **history.as_kwargs(), seed=int(p.get("seed", 0)),
-                       on_sparse=save_sparse, device=ctx.device,
-                       batch_size=int(p.get("batch_size", 8)))
-    save_pruned_model(result.state, ctx.out("state"), tokenizer=tokenizer)
+    def keep_result(r, results, histories):
+        seen["result"] = results[p["sparsity"]]
+
+    def keep_steps(r, losses, seconds):
+        seen["steps"] = (losses, seconds)
+
+    # One round of the library's round loop: the state input took round r-1's steps already (the previous job
+    # saved it after them), and this round's steps are taken here, since its state is the next job's input.
+    run_rounds(state, lambda r: batch, variant(p["variant"]), rounds=round_index, solver=p["solver"],
+               sparsities=p["sparsity"], steps=StepConfig(**p["steps"]), solver_options=p.get("options") or {},
+               seed=int(p.get("seed", 0)), first_round=round_index, histories={p["sparsity"]: history},
+               pending_steps=False, final_steps=True, on_round=keep_result, on_sparse=save_sparse,
+               on_steps=keep_steps, device=ctx.device, batch_size=int(p.get("batch_size", 8)))
+    result = seen["result"]
+    result.step_losses, result.seconds["steps"] = seen["steps"]
+    save_pruned_model(state, ctx.out("state"), tokenizer=tokenizer)
     save_masks(result.masks, ctx.out("masks"), support=result.support)
     metrics = {
         "variant": p["variant"], "round": round_index, "sparsity": p["sparsity"], "solver": p["solver"],

@@ -1,4 +1,4 @@
-"""Job functions (see iobs.jobs) for the data stage: corpus, tokenizer, token streams and calibration windows.
+"""Jobs of workflow/rules/data.smk: the corpus, the tokenizer, token streams and calibration windows.
 
 Each docstring lists the named inputs, outputs and params the Snakemake rule must provide; every job may also have
 a `provenance` output (written by the runner) and gets the dict it returns merged into it.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 
-from iobs.data.bos import job_bos_policy
+from iobs.atomic import atomic_write_json, atomic_write_text
 from iobs.data.corpus import DEFAULT_EXCLUDE, DEFAULT_FRACTIONS, DEFAULT_MAX_EVAL_FILE_BYTES, SPLITS, build_corpus
 from iobs.data.files import atomic_save_tensor
 from iobs.data.sources import load_documents, load_text, normalize_spec
@@ -16,8 +16,8 @@ from iobs.data.streams import load_stream, save_stream, tokenize_text
 from iobs.data.tokenizer import DEFAULT_VOCAB_SIZE, limit_tokenizer_threads, save_tokenizer, train_bpe
 from iobs.data.windows import calibration_batch, document_windows, round_seed
 from iobs.errors import DataError
-from iobs.jobs import JobContext
-from iobs.atomic import atomic_write_json, atomic_write_text
+from iobs.models.bos import job_bos_policy
+from iobs.pipeline.runner import JobContext
 
 
 def corpus(ctx: JobContext) -> dict:

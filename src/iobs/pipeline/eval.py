@@ -1,16 +1,15 @@
-"""Job function (see iobs.jobs) that measures the perplexity of one model on every configured token stream."""
+"""Job of rule evaluate (workflow/rules/eval.smk): the perplexity of one model on every configured token stream."""
 
 from __future__ import annotations
 
 from iobs.atomic import atomic_write_json
-from iobs.data.bos import job_bos_policy
 from iobs.data.streams import load_stream
-from iobs.data.windows import eval_windows
 from iobs.errors import DataError
-from iobs.eval.perplexity import perplexity
-from iobs.jobs import JobContext
+from iobs.eval.perplexity import stream_perplexities
+from iobs.models.bos import job_bos_policy
 from iobs.models.gguf import source_record
 from iobs.models.load import load_model, load_tokenizer, quiet_progress_bars
+from iobs.pipeline.runner import JobContext
 
 
 def evaluate_model(ctx: JobContext) -> dict:
@@ -50,10 +49,7 @@ def score_streams(model, stream_paths, stream_names, bos, *, labels: dict, sourc
                   seqlen: int = 256, max_windows=None, batch_size: int = 8, device="cpu") -> dict:
     """The evaluation record of a model in memory (the evaluate job's JSON): its perplexity on every stream.
     Jobs that make models score them here, in process, rather than in one more job per model."""
-    results = []
-    for path, names in zip(stream_paths, stream_names):
-        windows = eval_windows(load_stream(path), int(seqlen), max_windows, bos.bos_id)
-        result = perplexity(model, windows, int(batch_size), device, label=str(source))
-        results.append({**names, **result, "bos": bos.label})
+    streams = ((names, load_stream(path)) for path, names in zip(stream_paths, stream_names))  # one at a time
+    results = stream_perplexities(model, streams, bos, seqlen, max_windows, batch_size, device, label=str(source))
     return {"labels": labels, "model": str(source), "dtype": dtype, "bos": bos.record(), "results": results,
             **source_record(model)}

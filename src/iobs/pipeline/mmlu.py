@@ -1,19 +1,13 @@
-"""Job functions (see iobs.jobs) for MMLU: the accuracy of one model, and the table over every evaluated model."""
+"""Jobs of workflow/rules/mmlu.smk: the MMLU accuracy of one model, and the table over every evaluated model."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
-import pandas as pd
-
+from iobs.atomic import atomic_write_json, atomic_write_text
 from iobs.errors import DataError
 from iobs.eval.mmlu import MmluSettings, evaluate_mmlu, require_lm_eval
-from iobs.jobs import JobContext
 from iobs.models.load import load_model, load_tokenizer, quiet_progress_bars
-from iobs.atomic import atomic_write_json, atomic_write_text
-
-MMLU_COLUMNS = ["model", "method", "sparsity", "round", "kind", "task", "acc", "acc_stderr", "n", "bos"]
+from iobs.pipeline.runner import JobContext
+from iobs.report.records import mmlu_frame
 
 
 def mmlu_accuracy(ctx: JobContext) -> dict:
@@ -43,31 +37,8 @@ def mmlu_accuracy(ctx: JobContext) -> dict:
     return {"mmlu": {"acc": summary["average"]["acc"], "n": summary["average"]["n"]}}
 
 
-def mmlu_frame(paths) -> pd.DataFrame:
-    """One row per (evaluated model, average | group | task) from the mmlu.json records."""
-    rows = []
-    for path in paths:
-        try:
-            record = json.loads(Path(path).read_text())
-        except (OSError, json.JSONDecodeError) as err:
-            raise DataError(f"cannot read {path} ({type(err).__name__}): delete it and rerun its mmlu job") from None
-        labels = record.get("labels")
-        if not labels or "average" not in record:
-            raise DataError(f"{path} is not an MMLU record: rerun its mmlu job")
-        base = {k: labels[k] for k in ("model", "method", "sparsity")} | {"round": int(labels["round"])}
-        bos = record.get("bos", {}).get("label", "unknown")  # a record from before the window policy
-        rows.append({**base, "kind": "average", "task": "+".join(record.get("tasks_requested", [])),
-                     "acc": record["average"]["acc"], "acc_stderr": None, "n": record["average"]["n"], "bos": bos})
-        rows += [{**base, "kind": "group", "task": name, "acc": g["acc"], "acc_stderr": g.get("acc_stderr"),
-                  "n": None, "bos": bos} for name, g in record.get("groups", {}).items()]
-        rows += [{**base, "kind": "task", "task": name, "acc": t["acc"], "acc_stderr": t.get("acc_stderr"),
-                  "n": t["n"], "bos": bos} for name, t in record.get("tasks", {}).items()]
-    frame = pd.DataFrame(rows, columns=MMLU_COLUMNS)
-    return frame.sort_values(["model", "method", "sparsity", "round", "kind", "task"], ignore_index=True)
-
-
 def mmlu_table(ctx: JobContext) -> dict:
-    """inputs: results (list of mmlu.json). outputs: table (CSV with MMLU_COLUMNS)."""
+    """inputs: results (list of mmlu.json). outputs: table (CSV with iobs.report.records.MMLU_COLUMNS)."""
     paths = ctx.input["results"] if isinstance(ctx.input["results"], list) else [ctx.input["results"]]
     frame = mmlu_frame(paths)
     atomic_write_text(ctx.out("table"), frame.to_csv(index=False))

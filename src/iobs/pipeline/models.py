@@ -1,14 +1,14 @@
-"""Job function (see iobs.jobs) that pretrains one tiny model."""
+"""Job of rule pretrain (workflow/rules/models.smk): one tiny model pretrained here."""
 
 from __future__ import annotations
 
 from dataclasses import fields
 
+from iobs.atomic import atomic_write_json
 from iobs.data.streams import load_stream
-from iobs.jobs import JobContext
 from iobs.models.load import load_tokenizer, quiet_progress_bars
 from iobs.models.pretrain import TrainSettings, dims_for, pretrain, save_model_dir
-from iobs.atomic import atomic_write_json
+from iobs.pipeline.runner import JobContext
 
 _SETTINGS = {f.name for f in fields(TrainSettings)}
 
