@@ -25,7 +25,7 @@ from iobs.pipeline.layout import Layout
 RULES = ("synthetic_figures", "lm_figures")
 LM_OUTPUTS = {"llm_table": "llm_table.csv", "methods": "methods.csv", "controls": "controls.csv",
               "controls_summary": "controls_summary.md", "mask_dynamics": "mask_dynamics.csv",
-              "paper_vs_run": "paper_vs_run.csv"}
+              "paper_vs_run": "paper_vs_run.csv", "summary": "summary.csv", "summary_markdown": "summary.md"}
 
 
 def find_workdir(start: str | Path | None = None) -> Path:

@@ -18,6 +18,8 @@ rule lm_figures:
                         category=LM_CATEGORY),
         controls_summary=report(LAYOUT.table("controls_summary.md"), caption="../report/lm_controls_summary.rst",
                                 category=LM_CATEGORY),
+        summary=report(LAYOUT.table("summary.csv"), caption="../report/lm_summary.rst", category=LM_CATEGORY),
+        summary_markdown=LAYOUT.table("summary.md"),
         mask_dynamics=report(LAYOUT.table("mask_dynamics.csv"), caption="../report/lm_mask_dynamics.rst",
                              category=LM_CATEGORY),
         paper_vs_run=report(LAYOUT.table("paper_vs_run.csv"), caption="../report/lm_paper_vs_run.rst",
