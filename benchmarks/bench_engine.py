@@ -40,7 +40,7 @@ import torch
 
 from iobs.prune.solvers.common import AUTO_EXPLICIT_MAX_COLS, upper_inverse_factor
 from iobs.prune.solvers.sparsegpt import sparsegpt_prune
-from iobs.prune.spec import SparsitySpec
+from iobs.targets import SparsitySpec
 
 HERE = Path(__file__).resolve().parent
 

@@ -19,7 +19,7 @@ from iobs.iterative.steps import StepConfig, calibration_loss, gradient_steps, t
 from iobs.models.families import decoder_layers
 from iobs.prune.driver import prune_model
 from iobs.prune.save import load_masks, load_support, save_masks, save_pruned_model
-from iobs.prune.spec import SparsitySpec, pruned_count
+from iobs.targets import SparsitySpec, pruned_count
 from iobs.registry import VARIANTS
 from tests.conftest import FAMILIES
 

@@ -16,7 +16,7 @@ from iobs.config import load_config, load_schema, validate_config
 from iobs.errors import ConfigError
 from iobs.prune.solvers import GROUP_SOLVERS, SOLVERS, solve
 from iobs.prune.solvers.common import SolveResult, checked_inputs, finish
-from iobs.prune.spec import SparsitySpec, SparsitySpecError
+from iobs.targets import SparsitySpec, SparsitySpecError
 from iobs.prune.sparsity import lowest_scores_mask
 
 from tests.conftest import REPO

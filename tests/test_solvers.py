@@ -9,7 +9,7 @@ import torch
 from iobs.errors import ConfigError, IobsError
 from iobs.prune.solvers import SOLVERS, magnitude_prune, solve, sparsegpt_prune
 from iobs.prune.solvers.common import reconstruction_loss
-from iobs.prune.spec import SparsitySpec, pruned_count
+from iobs.targets import SparsitySpec, pruned_count
 
 METHODS = sorted(SOLVERS)
 

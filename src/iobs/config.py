@@ -17,7 +17,7 @@ import yaml
 
 from iobs import registry
 from iobs.errors import ConfigError
-from iobs.prune.spec import SparsitySpec, SparsitySpecError
+from iobs.targets import SparsitySpec, SparsitySpecError
 
 # Package data, so that a non-editable install validates configs too.
 SCHEMA_PATH = Path(__file__).resolve().parent / "schemas" / "config.schema.yaml"

@@ -13,11 +13,8 @@ from dataclasses import fields
 from iobs import registry
 from iobs.errors import IobsError
 from iobs.iterative.step_config import StepConfig
-from iobs.prune.spec import SparsitySpec, SparsitySpecError
+from iobs.targets import SparsitySpec, SparsitySpecError
 
-ONESHOT_METHODS = registry.oneshot_methods()
-METHODS = (*ONESHOT_METHODS, "iobs")
-ROUND_SOLVERS = registry.projection_solvers()
 SOLVER_FLAGS = {"block_size": "blocksize", "percdamp": "percdamp"}  # argparse dest -> solver option (iobs.registry)
 DTYPES = ("float32", "bfloat16", "float16")
 DEFAULT_ROUNDS = 3  # "I-OBS(3)", the round the paper's tables report
@@ -90,7 +87,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 
 def _add_prune(p: argparse.ArgumentParser) -> None:
     _add_common(p)
-    p.add_argument("--method", required=True, choices=METHODS, help="pruning method (iobs = I-OBS rounds)")
+    p.add_argument("--method", required=True, choices=(*registry.oneshot_methods(), "iobs"),
+                   help="pruning method (iobs = I-OBS rounds)")
     p.add_argument("--sparsity", required=True, help="fraction of zeros per layer, e.g. 0.5, or N:M such as 2:4")
     p.add_argument("--out", required=True, metavar="DIR", help="folder for the pruned model, metrics.json and "
                    "provenance.json (must not exist unless --overwrite)")
@@ -106,7 +104,8 @@ def _add_prune(p: argparse.ArgumentParser) -> None:
                      help="sequences per forward pass through a layer; more is faster on a GPU, and the Hessians "
                      "differ only by float rounding (default: 1, as the SparseGPT reference)")
 
-    solver = p.add_argument_group(f"solver ({', '.join(ROUND_SOLVERS)}, and the projection of iobs)")
+    # choices from the registry when the parser is built, so a solver registered at run time is offered too
+    solver = p.add_argument_group(f"solver ({', '.join(registry.projection_solvers())}, and the projection of iobs)")
     solver.add_argument("--block-size", type=int, metavar="B", help="SparseGPT column block size (default: 128)")
     solver.add_argument("--percdamp", type=finite_float, metavar="F",
                         help="Hessian damping, a fraction of mean(diag H) (default: 0.01)")
@@ -114,7 +113,8 @@ def _add_prune(p: argparse.ArgumentParser) -> None:
     rounds = p.add_argument_group("I-OBS rounds (--method iobs)")
     rounds.add_argument("--rounds", type=int, metavar="T",
                         help=f"number of rounds; DIR gets I-OBS(T) (default: {DEFAULT_ROUNDS})")
-    rounds.add_argument("--solver", choices=ROUND_SOLVERS, help="projection solver of every round (default: sparsegpt)")
+    rounds.add_argument("--solver", choices=registry.projection_solvers(),
+                        help="projection solver of every round (default: sparsegpt)")
     rounds.add_argument("--lr", type=finite_float, metavar="ETA", help=f"step size (default: {STEP_DEFAULTS['lr']})")
     rounds.add_argument("--steps", type=int, metavar="K",
                         help=f"gradient steps per round (default: {STEP_DEFAULTS['steps']})")

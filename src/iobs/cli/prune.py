@@ -36,7 +36,7 @@ from iobs.models.families import decoder_layers
 from iobs.models.gguf import source_record
 from iobs.prune.driver import prunable_linears, prune_model
 from iobs.prune.save import save_pruned_model
-from iobs.prune.spec import SparsitySpec, check_nm_fits
+from iobs.targets import SparsitySpec, check_nm_fits
 from iobs.atomic import atomic_write_json, remove_path, temporary_sibling
 from iobs.provenance import write_provenance
 

@@ -30,7 +30,7 @@ from iobs.models.families import decoder_layers
 from iobs.prune.capture import CapturedInputs, capture_first_layer_inputs, run_layer
 from iobs.prune.hessian import LayerHessians, StopLayer
 from iobs.prune.solvers import SOLVERS, solve, solve_group
-from iobs.prune.spec import SparsitySpec
+from iobs.targets import SparsitySpec
 
 log = logging.getLogger("iobs")
 

@@ -1,4 +1,4 @@
-"""The exact-count mask selection every solver shares (the targets themselves: iobs.prune.spec).
+"""The exact-count mask selection every solver shares (the targets themselves: iobs.targets).
 
 Counting rule (all solvers): a set of `count` weights that must lose `fraction` of its entries loses
 floor(fraction * count) of them. N:M loses exactly n of every m consecutive inputs of a row.
@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from iobs.errors import ConfigError
-from iobs.prune.spec import SparsitySpec, check_nm_fits, pruned_count
+from iobs.targets import SparsitySpec, check_nm_fits, pruned_count
 
 
 def lowest_scores_mask(scores: torch.Tensor, spec: SparsitySpec, scope: str = "layer") -> torch.Tensor:

@@ -19,7 +19,7 @@ from iobs.prune.solvers.common import SolveResult
 from iobs.prune.solvers.obc import obc_prune
 from iobs.prune.solvers.scoring import magnitude_prune, wanda_prune
 from iobs.prune.solvers.sparsegpt import sparsegpt_prune
-from iobs.prune.spec import SparsitySpec
+from iobs.targets import SparsitySpec
 
 
 class _RegisteredSolvers(Mapping):

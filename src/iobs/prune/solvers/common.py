@@ -9,7 +9,7 @@ from typing import Literal
 import torch
 
 from iobs.errors import ConfigError, DataError
-from iobs.prune.spec import SparsitySpec, check_nm_fits
+from iobs.targets import SparsitySpec, check_nm_fits
 
 log = logging.getLogger("iobs")
 

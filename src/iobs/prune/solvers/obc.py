@@ -7,7 +7,7 @@ import torch
 from iobs.errors import ConfigError
 from iobs.prune.solvers.common import (DEFAULT_PERCDAMP, SolveResult, checked_inputs, damped_inverse, finish,
                                        zero_dead_inputs)
-from iobs.prune.spec import SparsitySpec, pruned_count
+from iobs.targets import SparsitySpec, pruned_count
 
 
 def obc_prune(weight: torch.Tensor, hessian: torch.Tensor, spec: SparsitySpec, *, percdamp: float = DEFAULT_PERCDAMP,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from iobs.prune.solvers.common import SolveResult, checked_inputs, finish
-from iobs.prune.spec import SparsitySpec
+from iobs.targets import SparsitySpec
 from iobs.prune.sparsity import lowest_scores_mask
 
 

@@ -9,7 +9,7 @@ import torch
 from iobs.errors import ConfigError
 from iobs.prune.solvers.common import (DEFAULT_PERCDAMP, InverseFactor, InverseMethod, SolveResult, check_spec,
                                        checked_hessian, checked_weight, finish, upper_inverse_factor)
-from iobs.prune.spec import SparsitySpec, check_nm_fits, pruned_count
+from iobs.targets import SparsitySpec, check_nm_fits, pruned_count
 from iobs.prune.sparsity import keep_all_but_lowest
 
 
