@@ -76,6 +76,9 @@ def tables_equal(a: Path, b: Path) -> list[str]:
     problems = []
     for path in sorted((a / "results" / "tables").glob("*.csv")):
         other = b / "results" / "tables" / path.name
+        if not other.is_file():
+            problems.append(f"{path.name}: missing from {b}")
+            continue
         x, y = pd.read_csv(path), pd.read_csv(other)
         keep = [c for c in x.columns if c not in TIMING_COLUMNS and "seconds" not in c]
         try:
