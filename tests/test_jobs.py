@@ -53,3 +53,22 @@ def test_snakemake_entry_turns_user_errors_into_one_line(tmp_path, capsys):
     assert err[-1] == "iobs error in rule demo: dataset folder /nowhere is missing: set data.path to a local copy"
     assert not (tmp_path / "p.json").exists()
     assert "set data.path" in (tmp_path / "demo.log").read_text()
+
+
+@pytest.mark.parametrize("family", ["opt", "llama", "phi"])
+def test_one_shot_jobs_restore_the_dense_weights_between_sparsities(make_tiny_model, family):
+    """oneshot_group loads the model once: the copies of the decoder Linears put back after a pruning give the
+    dense model exactly, so the next sparsity prunes what a fresh load would give."""
+    import torch
+
+    from iobs.pipeline.chains import decoder_linear_weights, restore_weights
+    from iobs.prune.driver import prune_model
+
+    model, fresh = make_tiny_model(family), make_tiny_model(family)
+    copies = decoder_linear_weights(model)
+    ids = torch.randint(0, 64, (2, 16), generator=torch.Generator().manual_seed(3))
+    prune_model(model, ids, "sparsegpt", "0.5", progress=False)
+    assert not all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), fresh.state_dict().values()))
+    restore_weights(model, copies)
+    for (name, a), b in zip(model.state_dict().items(), fresh.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name

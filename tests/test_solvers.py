@@ -462,3 +462,47 @@ def test_blocked_cholesky_in_place():
     indefinite = a.clone()
     indefinite[30, 30] = -1.0
     assert cholesky_in_place(indefinite, block=8) > 0
+
+
+def test_kth_lowest_radix_step_equals_kthvalue():
+    """The radix step (float32 >= 0, CPU, >= 4096 entries) finds the same value as kthvalue, also with many exact
+    ties (zeros of an already-sparse layer), infinities, denormals, and for every rank at the edges."""
+    from iobs.prune.sparsity import kth_lowest
+
+    g = torch.Generator().manual_seed(34)
+    cases = [torch.rand(98_304, generator=g).square(),
+             torch.cat([torch.zeros(5000), torch.rand(5000, generator=g)]),
+             torch.cat([torch.full((3000,), float("inf")), torch.rand(3000, generator=g), torch.zeros(10)]),
+             torch.rand(4096, generator=g) * 1e-39,                       # denormals
+             torch.randint(0, 4, (6000,), generator=g).float()]           # few distinct values
+    for flat in cases:
+        n = flat.numel()
+        for k in (1, 2, n // 3, n // 2, n - 1, n):
+            assert torch.equal(kth_lowest(flat, k), flat.kthvalue(k).values), (n, k)
+    negative = torch.randn(5000, generator=g)                             # falls back to kthvalue
+    assert torch.equal(kth_lowest(negative, 17), negative.kthvalue(17).values)
+
+
+def test_exact_count_selection_of_a_transposed_view_breaks_ties_in_row_major_order():
+    """The sweep hands keep_all_but_lowest a transposed view; ties must still go by the logical (row-major)
+    position, as for the contiguous tensor."""
+    from iobs.prune.sparsity import keep_all_but_lowest
+
+    g = torch.Generator().manual_seed(35)
+    for trial in range(20):
+        stored = torch.randint(0, 3, (9, 6), generator=g).float() if trial % 2 else torch.rand(9, 6, generator=g)
+        view = stored.T                                                   # [6, 9], not contiguous
+        for count in range(55):
+            assert torch.equal(keep_all_but_lowest(view, count), keep_all_but_lowest(view.contiguous(), count))
+
+
+@pytest.mark.parametrize("kind", ["plain", "dead_inputs", "already_sparse"])
+@pytest.mark.parametrize("text", ["0.5", "0.7"])
+def test_sparsegpt_matches_the_old_solver_with_blocks_past_the_radix_size(text, kind):
+    """Blocks of 96 x 64 = 6144 scores take the radix selection (kth_lowest): still the old bits exactly."""
+    weight, h = pinned_case(kind, rows=96, cols=192)
+    spec = SparsitySpec.parse(text)
+    old_weight, old_mask, old_loss = _old_solver()(weight, h, spec, blocksize=64)
+    new = sparsegpt_prune(weight, h, spec, blocksize=64, inverse="explicit")
+    assert torch.equal(new.mask, old_mask) and torch.equal(new.weight, old_weight)
+    assert new.loss == pytest.approx(old_loss, rel=1e-4)

@@ -113,9 +113,9 @@ register_solver(SolverEntry(
     group_function="iobs.prune.solvers.sparsegpt:sparsegpt_prune_group", projects=True, keeps_mask=True,
     options={"blocksize": {"type": "integer", "minimum": 1}, **_DAMP,
              "inverse": {"enum": ["explicit", "triangular", "auto"],
-                         "description": "factor of H^-1: explicit (default, bit-identical to the reference route), "
-                                        "triangular (half the flops, not bit-identical), auto (triangular above "
-                                        "1024 inputs)"},
+                         "description": "factor of H^-1: auto (default: explicit up to 1024 inputs, "
+                                        "triangular above), explicit (bit-identical to the solver before the engine "
+                                        "rewrite), triangular (half the flops, not bit-identical)"},
              "exact_loss": {"type": "boolean", "description": "reconstruction loss from the product tr(D H D^T) "
                                                               "instead of the sweep's own OBS errors"}}))
 register_solver(SolverEntry(

@@ -153,14 +153,17 @@ def run_round(state: nn.Module, batch: torch.Tensor, round_index: int, schedule:
 
     support = current_masks(state, masks)
     dynamics = {}
+    # At round 2, round 1 is both the previous and the first round (the same objects): count the changes once.
     if previous_masks is not None:
         dynamics["changed_since_previous"] = changed_fraction(previous_masks, masks)
         if first_masks is not None:
-            dynamics["changed_since_first"] = changed_fraction(first_masks, masks)
+            dynamics["changed_since_first"] = dynamics["changed_since_previous"] if first_masks is previous_masks \
+                else changed_fraction(first_masks, masks)
     if previous_support is not None:
         dynamics["support_changed_since_previous"] = changed_fraction(previous_support, support)
         if first_support is not None:
-            dynamics["support_changed_since_first"] = changed_fraction(first_support, support)
+            dynamics["support_changed_since_first"] = dynamics["support_changed_since_previous"] \
+                if first_support is previous_support else changed_fraction(first_support, support)
     if pre_projection is not None:
         # Regrowth on the support when it is known: a kept-but-zero weight that stays zero did not come back.
         before, after = (previous_support, support) if previous_support is not None else (previous_masks, masks)

@@ -18,12 +18,16 @@ import logging
 import shutil
 from pathlib import Path
 
+import torch
+from torch import nn
+
 from iobs.atomic import atomic_write_json
 from iobs.data.files import load_tensor
 from iobs.errors import DataError
 from iobs.iterative.rounds import History, current_masks, run_rounds, variant
 from iobs.iterative.steps import StepConfig
 from iobs.models.bos import job_bos_policy
+from iobs.models.families import decoder_layers
 from iobs.models.load import load_model, load_tokenizer, quiet_progress_bars
 from iobs.pipeline.eval import score_streams
 from iobs.pipeline.runner import JobContext
@@ -32,7 +36,7 @@ from iobs.prune.save import load_masks, load_masks_and_support, save_masks, save
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_FORMAT = "iobs-chain-checkpoint/1"
+CHECKPOINT_FORMAT = "iobs-chain-checkpoint/2"
 
 
 def _list(value) -> list:
@@ -81,11 +85,15 @@ def oneshot_group(ctx: JobContext) -> dict:
     windows = load_tensor(ctx.input["windows"], "calibration windows")
     outputs = {k: _list(ctx.output[k]) for k in ("models", "metrics", "evals")}
     summary = {}
-    score = None
+    # The model is loaded once (a GGUF file takes ~25 s to dequantise): pruning changes only the decoder layers'
+    # Linear weights, so a CPU copy of those restores the dense model between sparsities.
+    model = load_model(source, p.get("dtype", "float32"), "cpu", key=key)
+    tokenizer = load_tokenizer(source, key=key)
+    score = _eval_setup(ctx, model, source)
+    dense_weights = decoder_linear_weights(model) if len(p["sparsities"]) > 1 else None
     for i, sparsity in enumerate(p["sparsities"]):
-        model = load_model(source, p.get("dtype", "float32"), "cpu", key=key)
-        tokenizer = load_tokenizer(source, key=key)
-        score = score or _eval_setup(ctx, model, source)
+        if i:
+            restore_weights(model, dense_weights)
         report = prune_model(model, windows, p["method"], sparsity, options=p.get("options") or {},
                              batch_size=int(p.get("batch_size", 8)), device=ctx.device, keep_masks=True,
                              progress=False)
@@ -100,6 +108,23 @@ def oneshot_group(ctx: JobContext) -> dict:
     return {"pruning": summary}
 
 
+def decoder_linear_weights(model) -> dict[str, torch.Tensor]:
+    """CPU copies of the weights of every nn.Linear inside the decoder layers (what prune_model may change)."""
+    layers = decoder_layers(model)
+    return {f"{i}.{name}": module.weight.detach().to("cpu", copy=True)
+            for i, layer in enumerate(layers) for name, module in layer.named_modules()
+            if isinstance(module, nn.Linear)}
+
+
+def restore_weights(model, weights: dict[str, torch.Tensor]) -> None:
+    """Write decoder_linear_weights' copies back in place (same Parameters, dtypes and devices)."""
+    layers = decoder_layers(model)
+    with torch.no_grad():
+        for key, weight in weights.items():
+            index, name = key.split(".", 1)
+            layers[int(index)].get_submodule(name).weight.copy_(weight)
+
+
 # ---- chains ---------------------------------------------------------------------------------------------------
 
 
@@ -110,11 +135,15 @@ def _fingerprint(ctx: JobContext) -> str:
 
 
 class Checkpoint:
-    """The end of the chain's last finished round: manifest.json (written last), state_r{r}/, masks and files."""
+    """The end of the chain's last finished round: manifest.json (written last), state_r{r}/ and copies of the
+    files the chain has written (outputs, which Snakemake removes when a job fails). The masks of rounds r and 1
+    that the next round needs are read back from those outputs: nothing is packed twice, and each output is
+    copied once, at the first checkpoint after it was written."""
 
     def __init__(self, folder, fingerprint: str):
         self.folder = Path(folder)
         self.fingerprint = fingerprint
+        self.copies: dict[str, str] = {}  # output path -> name of its copy under files/, made in this job run
 
     def load(self) -> dict | None:
         manifest = self.folder / "manifest.json"
@@ -125,42 +154,41 @@ class Checkpoint:
         except json.JSONDecodeError:
             return None
         if record.get("format") != CHECKPOINT_FORMAT or record.get("fingerprint") != self.fingerprint:
-            log.info("checkpoint %s is from other params or inputs: starting over", self.folder)
+            log.info("checkpoint %s is from other params or inputs (or an older format): starting over",
+                     self.folder)
             return None
         return record
 
-    def save(self, round_index: int, state, tokenizer, histories: dict[str, History], files: list[str]) -> None:
+    def save(self, round_index: int, state, tokenizer, mask_files: dict[str, dict[str, str]],
+             files: list[str]) -> None:
+        """mask_files: {sparsity: {"previous": path, "first": path}}, the masks files (among `files`) of the
+        round just finished and of round 1."""
         self.folder.mkdir(parents=True, exist_ok=True)
         name = f"state_r{round_index}"
         save_pruned_model(state, self.folder / name, tokenizer=tokenizer)
-        sparsities = {}
-        for i, (sparsity, history) in enumerate(histories.items()):
-            prev, first = self.folder / f"r{round_index}_s{i}_previous.pt", self.folder / f"r{round_index}_s{i}_first.pt"
-            save_masks(history.previous_masks, prev, support=history.previous_support)
-            save_masks(history.first_masks, first, support=history.first_support)
-            sparsities[sparsity] = {"previous": prev.name, "first": first.name}
-        kept = {}
-        for path in files:
-            copy = self.folder / "files" / hashlib.sha1(str(path).encode()).hexdigest()
-            copy.parent.mkdir(exist_ok=True)
-            shutil.copyfile(path, copy)
-            kept[str(path)] = copy.name
+        (self.folder / "files").mkdir(exist_ok=True)
+        for path in files:  # every output is written once per job run, so a copy made earlier stays valid
+            if str(path) not in self.copies:
+                copy = hashlib.sha1(str(path).encode()).hexdigest()
+                shutil.copyfile(path, self.folder / "files" / copy)
+                self.copies[str(path)] = copy
         atomic_write_json(self.folder / "manifest.json", {
             "format": CHECKPOINT_FORMAT, "fingerprint": self.fingerprint, "round": round_index, "state": name,
-            "histories": sparsities, "files": kept})
-        for old in self.folder.iterdir():  # what earlier rounds left
-            if old.name.startswith(("state_r", "r")) and not old.name.startswith((name, f"r{round_index}_")):
+            "histories": mask_files, "files": {str(path): self.copies[str(path)] for path in files}})
+        for old in self.folder.iterdir():  # earlier rounds' states (and an older format's mask files)
+            if old.name.startswith(("state_r", "r")) and old.name != name:
                 shutil.rmtree(old) if old.is_dir() else old.unlink()
 
     def restore(self, record: dict, dtype: str):
         for dest, copy in record["files"].items():
             Path(dest).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(self.folder / "files" / copy, dest)
+            self.copies[dest] = copy
         state = load_model(self.folder / record["state"], dtype, "cpu")
         histories = {}
-        for sparsity, names in record["histories"].items():
-            prev, prev_support = load_masks_and_support(self.folder / names["previous"])
-            first, first_support = load_masks_and_support(self.folder / names["first"])
+        for sparsity, paths in record["histories"].items():
+            prev, prev_support = load_masks_and_support(paths["previous"])
+            first, first_support = load_masks_and_support(paths["first"])
             histories[sparsity] = History(previous_masks=prev, previous_support=prev_support, first_masks=first,
                                           first_support=first_support)
         return state, histories
@@ -276,7 +304,9 @@ def iterative_chain(ctx: JobContext) -> dict:
             log.info("%s %s round %d: %d steps before it, mask changed since previous round: %s", p["variant"],
                      sparsity, r, len(result.step_losses), changed)
         if r < rounds:
-            checkpoint.save(r, state, tokenizer, histories_after, written)
+            mask_files = {sparsity: {"previous": out["masks"][at(sparsity, r)], "first": out["masks"][at(sparsity, 1)]}
+                          for sparsity in histories_after}
+            checkpoint.save(r, state, tokenizer, mask_files, written)
 
     run_rounds(state, batch_for, schedule, rounds=rounds, solver=p["solver"], sparsities=sparsities,
                steps=StepConfig(**p["steps"]), solver_options=p.get("options") or {}, seed=int(p.get("seed", 0)),

@@ -38,7 +38,7 @@ def iterative_round(ctx: JobContext) -> dict:
     if ctx.input.get("previous_masks"):
         history.previous_masks, history.previous_support = load_masks_and_support(ctx.input["previous_masks"])
         history.first_masks, history.first_support = history.previous_masks, history.previous_support
-    if ctx.input.get("first_masks"):
+    if ctx.input.get("first_masks") and ctx.input["first_masks"] != ctx.input.get("previous_masks"):
         history.first_masks, history.first_support = load_masks_and_support(ctx.input["first_masks"])
     batch = load_tensor(ctx.input["windows"], "calibration windows")
     seen: dict = {}

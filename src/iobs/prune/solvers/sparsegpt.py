@@ -15,7 +15,7 @@ from iobs.prune.sparsity import keep_all_but_lowest
 
 def sparsegpt_prune(weight: torch.Tensor, hessian: torch.Tensor, spec: SparsitySpec, *, blocksize: int = 128,
                     percdamp: float = DEFAULT_PERCDAMP, max_damp_retries: int = 5,
-                    mask: torch.Tensor | None = None, inverse: InverseMethod = "explicit",
+                    mask: torch.Tensor | None = None, inverse: InverseMethod = "auto",
                     exact_loss: bool = False) -> SolveResult:
     """Prune columns left to right; each pruned weight's error is spread over the not-yet-processed columns.
 
@@ -24,10 +24,11 @@ def sparsegpt_prune(weight: torch.Tensor, hessian: torch.Tensor, spec: SparsityS
     U = upper Cholesky factor of H^-1, whose row i is the OBS update direction for column i given that columns < i
     are fixed (U_ii^2 = [H_F^-1]_ii for the remaining columns F = {i, ...}). Columns go in blocks of `blocksize`:
     updates inside a block are applied column by column, to later blocks once per block (lazy batch update).
-    inverse: how U is computed (see upper_inverse_factor): "explicit" (default: bit-identical to the project's
-    solver before issue 13, so every earlier mask and table is reproduced), "triangular" (half the factorisation
-    flops, not bit-identical: on 768x3072 it flips ~0.1% of near-tied mask choices, loss within 3e-5 relative) or
-    "auto" (explicit for in <= 1024, triangular above).
+    inverse: how U is computed (see upper_inverse_factor): "auto" (default: "explicit" for in <= 1024, where it
+    costs a few percent of a solve, "triangular" above, where the factorization dominates), "explicit"
+    (bit-identical to the project's solver before issue 13 at every width) or "triangular" (half the
+    factorization flops; another float32 rounding of the same U, so on a 768x3072 layer ~0.1% of near-tied mask
+    choices flip, loss within 3e-5 relative). The default config's models (in <= 1024) take the explicit route.
 
     Masks use the OBS saliency w^2 / U_ii^2 on the weights as updated so far:
     - unstructured: chosen once per block, across all rows of the block together, as in the reference code (so rows
@@ -54,7 +55,7 @@ def sparsegpt_prune(weight: torch.Tensor, hessian: torch.Tensor, spec: SparsityS
 def sparsegpt_prune_group(weights: Sequence[torch.Tensor], hessian: torch.Tensor, spec: SparsitySpec, *,
                           blocksize: int = 128, percdamp: float = DEFAULT_PERCDAMP, max_damp_retries: int = 5,
                           masks: Sequence[torch.Tensor] | None = None,
-                          inverse: InverseMethod = "explicit", exact_loss: bool = False) -> list[SolveResult]:
+                          inverse: InverseMethod = "auto", exact_loss: bool = False) -> list[SolveResult]:
     """sparsegpt_prune for several Linears that read the same input (q/k/v, gate/up): one factorization of the
     shared hessian [in, in], then one sweep per weight [out_k, in]. Each result is identical to sparsegpt_prune
     of that weight alone. masks: None or one fixed mask per weight."""
@@ -109,24 +110,25 @@ def _sweep(original: torch.Tensor, w: torch.Tensor, h: torch.Tensor, factor: Inv
     if any_dead:
         w[:, dead] = 0.0
     upper = factor.upper
-    keep = mask.clone() if fixed else torch.ones_like(w, dtype=torch.bool)
+    # The whole sweep works on the transpose: wt [cols, rows] and keep_t [cols, rows], so a block of columns is a
+    # contiguous slice (no per-block transposed copies), column i of the weight is one contiguous row, and the
+    # lazy update writes a contiguous slice. The arithmetic per element is the same as the row-major form.
+    wt = w.T.contiguous()
+    keep_t = mask.T.contiguous() if fixed else torch.ones_like(wt, dtype=torch.bool)
     error_energy = torch.zeros((), dtype=torch.float64, device=w.device)
-    # The in-block rank-1 update as a small matmul wins once there are enough rows; below, a broadcast multiply
-    # has less call overhead. Both give the same bits (one product and one subtraction per element).
-    use_addmm = rows >= 2048
 
     for start in range(0, cols, blocksize):
         end = min(start + blocksize, cols)
         width = end - start
-        block = w[:, start:end].T.contiguous()                  # [B, rows]
+        block = wt[start:end]                                   # [B, rows] view
         upper_block = upper[start:end, start:end]
         pivots = upper_block.diagonal()
         errors = torch.empty_like(block)                        # [B, rows], errors[i] = e for block column i
         if not spec.is_nm and not fixed:
             count = pruned_count(rows * end, spec.fraction) - pruned_count(rows * start, spec.fraction)
-            # scores in the [rows, B] order: ties are broken by that position, as everywhere else
-            keep[:, start:end] = keep_all_but_lowest(block.T.square() / pivots.square(), count)
-        pruned = (~keep[:, start:end]).T.to(torch.float32)      # [B, rows], 1 = pruned
+            # scores in the [rows, B] order (a transposed view): ties are broken by that position, as everywhere
+            keep_t[start:end] = keep_all_but_lowest(block.square().div_(pivots.square()[:, None]).T, count).T
+        pruned = keep_t[start:end].logical_not().to(torch.float32)  # [B, rows], 1 = pruned
         choose_groups = spec.is_nm and not fixed
         if choose_groups:  # [B/m, m, rows] views: group g's weights, squared pivots and pruned flags
             block_groups = block.view(width // spec.m, spec.m, rows).unbind(0)
@@ -134,10 +136,11 @@ def _sweep(original: torch.Tensor, w: torch.Tensor, h: torch.Tensor, factor: Inv
             pivot_groups = pivots.square().view(width // spec.m, spec.m, 1).unbind(0)
             earlier = torch.ones(spec.m, spec.m, dtype=torch.bool, device=w.device).tril_(-1).unsqueeze(2)
         # Views made once per block: the loop below is Python-bound for OPT-125M shapes (B rank-1 updates of
-        # [<= B, rows]), so every tensor created per column counts.
+        # [<= B, rows]), so every tensor and call per column counts. The rank-1 update is an addmm with an inner
+        # dimension of 1: one product and one subtraction per element, the bits of a broadcast multiply and a
+        # subtraction, in one call and without a temporary.
         block_rows, error_rows, pruned_rows = block.unbind(0), errors.unbind(0), pruned.unbind(0)
-        scratch = None if use_addmm else torch.empty_like(block)
-        pivot_values = pivots.unbind(0)
+        pivot_values = pivots.unbind(0)  # 0-d tensors: a Python float would be wrapped anew per call
         for i in range(width):
             if choose_groups and i % spec.m == 0:
                 # prune the n lowest saliencies of each row's group, ties by position: an entry's place in a
@@ -148,27 +151,23 @@ def _sweep(original: torch.Tensor, w: torch.Tensor, h: torch.Tensor, factor: Inv
                 place = torch.where(earlier, other <= this, other < this).sum(1)       # [m, rows]
                 torch.lt(place, spec.n, out=pruned_groups[g])
             error = error_rows[i]
-            torch.mul(block_rows[i], pruned_rows[i], out=error)
-            error.div_(pivot_values[i])
+            torch.mul(block_rows[i], pruned_rows[i], out=error).div_(pivot_values[i])
             if i + 1 < width:
-                if use_addmm:
-                    block[i + 1:].addmm_(upper_block[i, i + 1:, None], error[None], alpha=-1)
-                else:  # into a buffer made once: a fresh [B, rows] temporary per column costs page faults
-                    product = scratch[: width - i - 1]
-                    torch.mul(upper_block[i, i + 1:, None], error, out=product)
-                    block[i + 1:].sub_(product)
+                block[i + 1:].addmm_(upper_block[i, i + 1:, None], error[None], alpha=-1)
         if choose_groups:
-            keep[:, start:end] = pruned.T == 0
-        block.mul_(keep[:, start:end].T)                        # pruned entries exactly 0
-        w[:, start:end] = block.T
+            keep_t[start:end] = pruned == 0
+        block.mul_(keep_t[start:end])                           # pruned entries exactly 0
         error_energy += errors.square().sum(dtype=torch.float64)
         if end < cols:
-            w[:, end:].addmm_(errors.T, upper[start:end, end:], alpha=-1)  # lazy update, in place
+            wt[end:].addmm_(upper[start:end, end:].T, errors, alpha=-1)  # lazy update, in place
+    w = wt.T.contiguous()
+    keep = keep_t.T.contiguous()
     if fixed and any_dead:  # H couples a dead input to nothing, so the sweep left those columns alone
         w[:, dead] = dead_weights
     if exact_loss or original.dtype != torch.float32:
         return finish(original, w, keep, h)
-    pruned_weight = w.masked_fill_(~keep, 0.0)
+    # pruned entries are exactly 0 already (block.mul_ above), except dead columns a fixed mask restored
+    pruned_weight = w.masked_fill_(~keep, 0.0) if fixed and any_dead else w
     delta = original.detach().float() - pruned_weight
     if any_dead:
         delta[:, dead] = 0.0
