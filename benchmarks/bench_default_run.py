@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # rule -> stage, by prefix (rules not named here are reported under their own name)
 STAGES = [("synthetic", "synthetic"), ("corpus", "data"), ("tokenize", "data"), ("calibration", "data"),
           ("pretrain", "models"), ("evaluate", "one-shot"), ("oneshot_", "one-shot"), ("prune_oneshot", "one-shot"),
-          ("iterative_", "I-OBS rounds"), ("dense_ft_chain", "I-OBS rounds"), ("pruning_table", "report"),
+          ("iterative_", "I-OBS rounds"), ("sparsity_free_chain", "I-OBS rounds"), ("pruning_table", "report"),
           ("lm_figures", "report"), ("mmlu", "mmlu"), ("all", "report")]
 TIMING_COLUMNS = {"seconds", "eval_seconds", "total_seconds", "wall_seconds", "time", "step_seconds"}
 STAMP = re.compile(r"^\[(\w{3} \w{3} +\d+ \d\d:\d\d:\d\d \d{4})\]$")

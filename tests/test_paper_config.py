@@ -22,7 +22,7 @@ BIN = Path(sys.executable).parent
 PAPER = ROOT / "configs" / "paper.yaml"
 GPU_RULES = {"prune_oneshot", "iterative_round", "evaluate", "mmlu"}
 MADE_HERE_ONLY = {"corpus", "tokenizer", "pretrain"}  # only models pretrained here (`family`) need them
-CHAIN_ONLY = {"iterative_chain", "dense_ft_chain"}  # iterative.granularity: chain; the paper config runs per round
+CHAIN_ONLY = {"iterative_chain", "sparsity_free_chain"}  # iterative.granularity: chain; the paper config runs per round
 
 
 def _rules_defined() -> set[str]:

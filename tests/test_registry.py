@@ -143,3 +143,50 @@ def test_text_outside_the_grammar_is_refused_everywhere(text):
 
 def test_variants_that_share_dense_states_are_named_by_their_schedule():
     assert [n for n, e in registry.VARIANTS.items() if e.schedule.sparsity_free_states] == ["dense_ft"]
+    assert registry.sparsity_free_variants() == ("dense_ft",) and registry.dense_references() == ("dense_ft_dense",)
+
+
+@pytest.fixture
+def extra_sparsity_free_variant(monkeypatch):
+    """Registers a second variant whose projection is not carried ('dense_ft_alt') for one test."""
+    entry = registry.VariantEntry(
+        "dense_ft_alt", registry.Schedule(project_every_round=False, masked_steps=False, carry_projection=False),
+        "dense steps, pruned once", "tab:olive", "stand-in: a second variant with sparsity-free states")
+    monkeypatch.setitem(registry.VARIANTS, entry.name, entry)
+    return entry
+
+
+def test_a_sparsity_free_variant_is_classed_with_dense_ft(extra_sparsity_free_variant):
+    """The chain grain (one job per model over every sparsity), the dense reference's method name and the model it
+    evaluates follow the schedule, not the name dense_ft (workflow/rules/common.smk: chain_variants)."""
+    from iobs.pipeline.layout import Layout
+
+    assert registry.sparsity_free_variants() == ("dense_ft", "dense_ft_alt")
+    assert registry.sparsity_free_variants(["iobs", "dense_ft_alt", "sparsegpt_ft"]) == ("dense_ft_alt",)
+    assert registry.dense_references() == ("dense_ft_dense", "dense_ft_alt_dense")
+    assert registry.dense_reference("{variant}") == "{variant}_dense"  # a rule's output pattern
+    assert registry.reference_variant("dense_ft_alt_dense") == "dense_ft_alt"
+    assert registry.reference_variant("dense_ft_dense") == "dense_ft"
+    assert registry.reference_variant("iobs_dense") is None and registry.reference_variant("dense") is None
+    assert registry.evaluated_methods()[-2:] == ("dense_ft_dense", "dense_ft_alt_dense")
+    assert registry.DENSE_REFERENCE == "dense_ft_dense"  # the report's control stays dense_ft's
+
+    free = registry.wildcard(registry.sparsity_free_variants())
+    assert re.fullmatch(free, "dense_ft_alt") and re.fullmatch(free, "dense_ft") and not re.fullmatch(free, "iobs")
+
+    results = Layout("results")
+    assert results.evaluated_model("m", "dense_ft_alt_dense", "0.5", 1, "dense") == "dense"
+    assert (results.evaluated_model("m", "dense_ft_alt_dense", "0.5", 3, "dense")
+            == "results/prune/m/dense_ft_alt/0.5/round2/state")
+
+
+def test_a_dense_reference_name_cannot_be_registered_twice(monkeypatch):
+    with pytest.raises(ValueError, match="registered already"):
+        registry.register_solver(registry.SolverEntry("dense_ft_dense", "x:y", "x", "k"))
+    sparsity_free = registry.Schedule(project_every_round=True, masked_steps=False, carry_projection=False)
+    with pytest.raises(ValueError, match="registered already"):
+        registry.register_variant(registry.VariantEntry("dense_ft_dense", sparsity_free, "x", "k", "x"))
+    monkeypatch.setitem(registry.SOLVERS, "keep_dense", registry.SolverEntry("keep_dense", "x:y", "x", "k"))
+    with pytest.raises(ValueError, match="the dense reference of keep"):  # keep's dense states would be keep_dense
+        registry.register_variant(registry.VariantEntry("keep", sparsity_free, "x", "k", "x"))
+    assert "keep" not in registry.VARIANTS

@@ -50,5 +50,5 @@ def test_the_whole_dag_plans_offline_without_the_wheel(tmp_path):
     # chains: one job per one-shot method (every sparsity), one per round variant at 0.5 (iobs, sparsegpt_ft,
     # iobs_fixed_mask; all 5 rounds evaluated in process), one dense_ft chain; only the dense model has its own eval
     assert [counts.get(f"oneshot_{m}") for m in ("magnitude", "wanda", "sparsegpt")] == ["1", "1", "1"]
-    assert counts["iterative_chain"] == "3" and counts["dense_ft_chain"] == "1" and counts["evaluate"] == "1"
+    assert counts["iterative_chain"] == "3" and counts["sparsity_free_chain"] == "1" and counts["evaluate"] == "1"
     assert "results/prune/smollm2-135m-q4_1/iobs_fixed_mask/0.5/round5/metrics.json" in done.stdout

@@ -68,7 +68,7 @@ VARIANTS: dict[str, VariantEntry] = {}
 
 
 def register_solver(entry: SolverEntry) -> SolverEntry:
-    if entry.name in SOLVERS or entry.name in VARIANTS:
+    if entry.name in SOLVERS or entry.name in VARIANTS or entry.name in dense_references():
         raise ValueError(f"method name {entry.name!r} is registered already")
     if not re.fullmatch(r"[a-z][a-z0-9_]*", entry.name):
         raise ValueError(f"method name {entry.name!r} must be lower-case letters, digits and _ (it is a path part)")
@@ -77,8 +77,11 @@ def register_solver(entry: SolverEntry) -> SolverEntry:
 
 
 def register_variant(entry: VariantEntry) -> VariantEntry:
-    if entry.name in SOLVERS or entry.name in VARIANTS:
+    if entry.name in SOLVERS or entry.name in VARIANTS or entry.name in dense_references():
         raise ValueError(f"method name {entry.name!r} is registered already")
+    if entry.schedule.sparsity_free_states and dense_reference(entry.name) in (*SOLVERS, *VARIANTS):
+        raise ValueError(f"method name {dense_reference(entry.name)!r} (the dense reference of {entry.name}) is "
+                         "registered already")
     VARIANTS[entry.name] = entry
     return entry
 
@@ -86,6 +89,36 @@ def register_variant(entry: VariantEntry) -> VariantEntry:
 def _import(spec: str) -> Callable:
     module, _, name = spec.partition(":")
     return getattr(importlib.import_module(module), name)
+
+
+# ---- sparsity-free variants and their dense references -----------------------------------------------------------
+# A variant whose projection is not carried (Schedule.sparsity_free_states; today dense_ft) steps the unpruned
+# model, so one chain of states serves every sparsity, and its state before round r (the dense model after r-1 step
+# blocks) is evaluated too, under the method name dense_reference(variant): evaluated, not a variant.
+DENSE_REFERENCE_SUFFIX = "_dense"
+
+
+def sparsity_free_variants(names=None) -> tuple[str, ...]:
+    """The variants (of `names`, in their order; every registered one unless given) whose states do not depend on
+    the sparsity: one chain job per model runs every sparsity and evaluates the dense states."""
+    return tuple(name for name in (VARIANTS if names is None else names)
+                 if VARIANTS[name].schedule.sparsity_free_states)
+
+
+def dense_reference(variant: str) -> str:
+    """The method name of a sparsity-free variant's dense states: the variant's name + "_dense" (dense_ft_dense).
+
+    Pure text, so that a rule's "{variant}" pattern gives the matching "{variant}_dense" pattern."""
+    return f"{variant}{DENSE_REFERENCE_SUFFIX}"
+
+
+def dense_references() -> tuple[str, ...]:
+    return tuple(dense_reference(name) for name in sparsity_free_variants())
+
+
+def reference_variant(method: str) -> str | None:
+    """The sparsity-free variant whose dense states `method` names (dense_ft for dense_ft_dense); None otherwise."""
+    return next((name for name in sparsity_free_variants() if dense_reference(name) == method), None)
 
 
 # ---- the sparsity grammar --------------------------------------------------------------------------------------
@@ -141,8 +174,8 @@ register_variant(VariantEntry(
     "I-OBS whose projections keep round 1's mask: separates mask reselection from the steps and the Hessian-aware "
     "correction"))
 
-# dense_ft's unpruned state at round r (the dense model after r-1 step blocks): evaluated, not a variant
-DENSE_REFERENCE = "dense_ft_dense"
+# The report's dense reference (the control "dense + fine-tuning" of the tables and figures): dense_ft's.
+DENSE_REFERENCE = dense_reference("dense_ft")
 
 
 # ---- views that the schema, the rules, the CLI and the report read ---------------------------------------------
@@ -163,8 +196,9 @@ def variant_names() -> tuple[str, ...]:
 
 
 def evaluated_methods() -> tuple[str, ...]:
-    """Every method name an evaluated model can carry: dense, the one-shot solvers, the variants, dense_ft's state."""
-    return ("dense", *SOLVERS, *VARIANTS, DENSE_REFERENCE)
+    """Every method name an evaluated model can carry: dense, the one-shot solvers, the variants, the dense states
+    of the sparsity-free variants (dense_ft_dense)."""
+    return ("dense", *SOLVERS, *VARIANTS, *dense_references())
 
 
 def uncalibrated_methods() -> tuple[str, ...]:

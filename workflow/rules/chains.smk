@@ -1,8 +1,12 @@
 # Coarse jobs (iterative.granularity: chain; included by prune.smk): one-shot pruning per (model, method), I-OBS
-# chains per (model, variant, sparsity) and dense_ft per model, every evaluation in process (iobs.pipeline.chains).
-# Round 1 of every chain is read from the solver's one-shot job; the last round takes no gradient steps.
+# chains per (model, variant, sparsity) and, for a variant whose states do not depend on the sparsity (dense_ft),
+# per (model, variant), every evaluation in process (iobs.pipeline.chains). Which is which comes from the
+# registry's schedules (chain_variants, common.smk). Round 1 of every chain is read from the solver's one-shot job;
+# the last round takes no gradient steps.
 
-CHAIN_VARIANTS = registry.wildcard(PROJECTED_VARIANTS)
+CHAIN_VARIANTS = registry.wildcard(chain_variants(sparsity_free=False))
+SPARSITY_FREE_VARIANTS = registry.wildcard(chain_variants(sparsity_free=True))
+SPARSITY_FREE_JOB = ("{model}", "{variant}")  # chain_stem's (model, variant): no sparsity
 
 
 for _method in oneshot_group_methods():
@@ -89,31 +93,33 @@ rule iterative_chain:
         JOB_SCRIPT
 
 
-rule dense_ft_chain:
+rule sparsity_free_chain:
     input:
-        unpack(lambda w: chain_inputs(w.model, "dense_ft", ITER["sparsities"])),
+        unpack(lambda w: chain_inputs(w.model, w.variant, ITER["sparsities"])),
     output:
-        metrics=chain_paths("{model}", "dense_ft", ITER["sparsities"], "metrics"),
-        masks=chain_paths("{model}", "dense_ft", ITER["sparsities"], "masks"),
-        evals=chain_paths("{model}", "dense_ft", ITER["sparsities"], "evals"),
-        dense_evals=chain_paths("{model}", "dense_ft", ITER["sparsities"], "dense_evals"),
-        models=[directory(LAYOUT.pruned_model("{model}", "dense_ft", s, ITER["rounds"])) for s in ITER["sparsities"]],
-        provenance=LAYOUT.provenance_beside(layout.chain_stem("{model}", "dense_ft")),
+        metrics=chain_paths(*SPARSITY_FREE_JOB, ITER["sparsities"], "metrics"),
+        masks=chain_paths(*SPARSITY_FREE_JOB, ITER["sparsities"], "masks"),
+        evals=chain_paths(*SPARSITY_FREE_JOB, ITER["sparsities"], "evals"),
+        dense_evals=chain_paths(*SPARSITY_FREE_JOB, ITER["sparsities"], "dense_evals"),
+        models=[directory(LAYOUT.pruned_model(*SPARSITY_FREE_JOB, s, ITER["rounds"])) for s in ITER["sparsities"]],
+        provenance=LAYOUT.provenance_beside(layout.chain_stem(*SPARSITY_FREE_JOB)),
+    wildcard_constraints:
+        variant=SPARSITY_FREE_VARIANTS,
     params:
         job="iobs.pipeline.chains:iterative_chain",
         model=lambda w: dense_param(w.model),
         model_key=lambda w: None if made_here(w.model) else model_key(w.model),
         dtype=lambda w: MODELS[w.model]["dtype"],
-        variant="dense_ft",
+        variant=lambda w: w.variant,
         sparsities=ITER["sparsities"],
-        checkpoint=lambda w: LAYOUT.chain_checkpoint(w.model, "dense_ft"),
+        checkpoint=lambda w: LAYOUT.chain_checkpoint(w.model, w.variant),
         labels=lambda w: dict(model=w.model),
         eval=lambda w: eval_params(w.model),
         **CHAIN_PARAMS,
     log:
-        LAYOUT.log(layout.chain_stem("{model}", "dense_ft")),
+        LAYOUT.log(layout.chain_stem(*SPARSITY_FREE_JOB)),
     benchmark:
-        LAYOUT.benchmark(layout.chain_stem("{model}", "dense_ft"))
+        LAYOUT.benchmark(layout.chain_stem(*SPARSITY_FREE_JOB))
     threads: 1
     resources:
         mem_mb=6000,

@@ -134,6 +134,15 @@ def model_dir(model, method, sparsity, round_index):
     return LAYOUT.evaluated_model(model, method, sparsity, round_index, dense_source(model))
 
 
+def chain_variants(sparsity_free, names=None):
+    """The variants (of names, in their order; every registered one unless given) whose chain, with
+    iterative.granularity: chain, is one job per (model, variant) over every sparsity (sparsity_free=True: their
+    states never see a projection, registry Schedule.sparsity_free_states, e.g. dense_ft; the job also evaluates
+    those dense states, registry.dense_reference) or one job per (model, variant, sparsity) (sparsity_free=False)."""
+    free = registry.sparsity_free_variants()
+    return [v for v in (registry.variant_names() if names is None else names) if (v in free) == sparsity_free]
+
+
 def evaluated_models():
     """(model, method, sparsity, round) of everything the pipeline evaluates."""
     out = []
@@ -143,8 +152,8 @@ def evaluated_models():
         for v in ITER["variants"]:
             for s in ITER["sparsities"]:
                 out += [(model, v, s, r) for r in range(1, ITER["rounds"] + 1)]
-                if v == "dense_ft":
-                    out += [(model, "dense_ft_dense", s, r) for r in range(1, ITER["rounds"] + 1)]
+                if v in chain_variants(sparsity_free=True):  # its dense states, evaluated too (dense_ft_dense)
+                    out += [(model, registry.dense_reference(v), s, r) for r in range(1, ITER["rounds"] + 1)]
     return out
 
 
@@ -160,7 +169,7 @@ def eval_stream_paths(model):
 
 def prune_metrics_path(model, method, sparsity, round_index):
     """The metrics JSON of the job that made an evaluated model (None for the dense model and dense references)."""
-    if method in ("dense", "dense_ft_dense"):
+    if method == "dense" or registry.reference_variant(method):
         return None
     return LAYOUT.prune_metrics(model, method, sparsity, round_index)
 
@@ -222,8 +231,6 @@ def round_inputs(wildcards):
 # ---- chain granularity (iterative.granularity: chain, iobs.pipeline.chains) --------------------------------------
 CHAIN = ITER["granularity"] == "chain"
 ROUNDS = list(range(1, ITER["rounds"] + 1))
-# variants whose chain is one job per (model, variant, sparsity); dense_ft's chain is one job per model
-PROJECTED_VARIANTS = [v for v in ITER["variants"] if v != "dense_ft"]
 
 
 def oneshot_sparsities(method):
@@ -245,13 +252,13 @@ def oneshot_paths(model, method, kind):
 
 
 def chain_sparsities(variant, sparsity=None):
-    return list(ITER["sparsities"]) if variant == "dense_ft" else [sparsity]
+    return list(ITER["sparsities"]) if variant in chain_variants(sparsity_free=True) else [sparsity]
 
 
 def chain_paths(model, variant, sparsities, kind):
     """kind = metrics | masks | evals | dense_evals, per sparsity then per round (iobs.pipeline.chains)."""
-    if kind == "dense_evals":
-        return [LAYOUT.evaluation(model, "dense_ft_dense", s, r) for s in sparsities for r in ROUNDS]
+    if kind == "dense_evals":  # a sparsity-free variant's dense states (variant may be the "{variant}" pattern)
+        return [LAYOUT.evaluation(model, registry.dense_reference(variant), s, r) for s in sparsities for r in ROUNDS]
     artifact = {"metrics": LAYOUT.prune_metrics, "masks": LAYOUT.round_masks, "evals": LAYOUT.evaluation}[kind]
     return [artifact(model, variant, s, r) for s in sparsities for r in ROUNDS]
 
@@ -267,7 +274,7 @@ def chain_inputs(model, variant, sparsities):
         "streams": eval_stream_paths(model),
         **dense_input(model),
     }
-    if variant == "dense_ft":
+    if variant in chain_variants(sparsity_free=True):
         inputs["dense_eval"] = LAYOUT.evaluation(model, "dense", "0", 0)
     return inputs
 

@@ -2,10 +2,11 @@
 once, in one process.
 
 - oneshot_group: one model, one method, every sparsity, each pruned model evaluated in process.
-- iterative_chain: every round of one variant (one sparsity; every sparsity for dense_ft, whose dense states do not
-  depend on it), each round's sparse model evaluated in process. Round 1 of every variant is one-shot SparseGPT
-  (the projection of the dense model with batch 0): it is read from the oneshot_group job's artifacts, not
-  recomputed. The last round takes no gradient steps (iobs.iterative.rounds.run_rounds takes them lazily).
+- iterative_chain: every round of one variant (one sparsity; every sparsity for a sparsity-free variant, dense_ft,
+  whose dense states do not depend on it: registry.sparsity_free_variants), each round's sparse model evaluated in
+  process. Round 1 of every variant is one-shot SparseGPT (the projection of the dense model with batch 0): it is
+  read from the oneshot_group job's artifacts, not recomputed. The last round takes no gradient steps
+  (iobs.iterative.rounds.run_rounds takes them lazily).
   A killed chain resumes from its last finished round: a checkpoint folder (params.checkpoint, not an output, so
   Snakemake keeps it across --rerun-incomplete) holds that round's state, masks and written files.
 """
@@ -21,6 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from iobs import registry
 from iobs.atomic import atomic_write_json
 from iobs.data.files import load_tensor
 from iobs.errors import DataError
@@ -202,10 +204,11 @@ def iterative_chain(ctx: JobContext) -> dict:
 
     inputs: round1_models, round1_metrics, round1_evals (the one-shot solver's round-0 artifacts, per sparsity);
             windows (round r's calibration batch at index r-1); streams; model (optional dense directory);
-            dense_eval (dense_ft: the dense model's evaluation, the dense reference of round 1).
-    outputs: metrics, masks, evals (per sparsity, then per round: index s * T + r - 1); dense_evals (dense_ft: the
-             dense reference of every (sparsity, round), whose state is shared by the sparsities); models (the last
-             round's sparse model per sparsity).
+            dense_eval (sparsity-free variants: the dense model's evaluation, the dense reference of round 1).
+    outputs: metrics, masks, evals (per sparsity, then per round: index s * T + r - 1); dense_evals (sparsity-free
+             variants: the dense reference of every (sparsity, round), whose state is shared by the sparsities,
+             labelled registry.dense_reference(variant), dense_ft_dense); models (the last round's sparse model per
+             sparsity).
     params: variant, rounds, sparsities, solver, options, steps, seed, batch_size, checkpoint (folder), labels
             (model), model, model_key, dtype, eval (as oneshot_group's).
     """
@@ -231,6 +234,7 @@ def iterative_chain(ctx: JobContext) -> dict:
     source, key = _dense(ctx)
     tokenizer = load_tokenizer(source, key=key)
     labels = {"model": p["labels"]["model"]}
+    reference = registry.dense_reference(p["variant"])  # the method name of its dense states (dense_ft_dense)
     written: list[str] = []
 
     def write_round1() -> tuple[object, dict[str, History]]:
@@ -255,12 +259,12 @@ def iterative_chain(ctx: JobContext) -> dict:
                             out["evals"][at(sparsity, 1)]])
             if dense_evals is not None:
                 dense = json.loads(Path(ctx.input["dense_eval"]).read_text())
-                dense["labels"] = {**labels, "method": "dense_ft_dense", "sparsity": sparsity, "round": 1}
+                dense["labels"] = {**labels, "method": reference, "sparsity": sparsity, "round": 1}
                 atomic_write_json(dense_evals[at(sparsity, 1)], dense)
                 written.append(dense_evals[at(sparsity, 1)])
             if schedule.carry_projection:
                 state = oneshot
-        if state is None:  # dense_ft continues from the dense model
+        if state is None:  # a sparsity-free variant (dense_ft) continues from the dense model
             state = load_model(source, dtype, "cpu", key=key)
         return state, histories
 
@@ -285,9 +289,9 @@ def iterative_chain(ctx: JobContext) -> dict:
 
     def on_round(r, results, histories_after):
         dense_record = None
-        if dense_evals is not None:  # the dense reference of round r: dense_ft's state after r-1 blocks of steps
-            dense_record = score(state, {**labels, "method": "dense_ft_dense", "sparsity": None, "round": r},
-                                 f"dense_ft state before round {r}")
+        if dense_evals is not None:  # the dense reference of round r: the variant's state after r-1 blocks of steps
+            dense_record = score(state, {**labels, "method": reference, "sparsity": None, "round": r},
+                                 f"{p['variant']} state before round {r}")
         for sparsity, result in results.items():
             i = at(sparsity, r)
             save_masks(result.masks, out["masks"][i], support=result.support)

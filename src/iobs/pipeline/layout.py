@@ -18,6 +18,7 @@ import json
 from dataclasses import dataclass
 from pathlib import PurePath
 
+from iobs import registry
 from iobs.errors import DataError
 
 LOCAL_TOKENIZER = "bpe"  # the tokenizer label of the models pretrained here: they share one BPE tokenizer
@@ -73,7 +74,8 @@ def oneshot_stem(model, method) -> str:
 
 
 def chain_stem(model, variant, sparsity=None) -> str:
-    """The job of every round of one (model, variant, sparsity); dense_ft's, one per model, has no sparsity."""
+    """The job of every round of one (model, variant, sparsity); a sparsity-free variant's (dense_ft's), one per
+    model, has no sparsity."""
     return f"prune/{model}/{variant}/chain" if sparsity is None else f"prune/{model}/{variant}/{sparsity}/chain"
 
 
@@ -193,14 +195,16 @@ class Layout:
 
     def evaluated_model(self, model, method, sparsity, round_index, dense: str) -> str:
         """The model evaluated under (method, sparsity, round): `dense` (the dense model: its folder here, a hub id
-        or a path) for method dense; for dense_ft_dense, the matching dense reference, dense_ft's state after round
-        r-1 (the dense model at round 1); otherwise the pruned model of that round."""
+        or a path) for method dense; for a sparsity-free variant's dense reference (registry.dense_reference:
+        dense_ft_dense), that variant's state after round r-1 (the dense model at round 1); otherwise the pruned
+        model of that round."""
         if method == "dense":
             return dense
-        if method == "dense_ft_dense":
+        variant = registry.reference_variant(method)
+        if variant is not None:
             if int(round_index) == 1:
                 return dense
-            return self.round_state(model, "dense_ft", sparsity, int(round_index) - 1)
+            return self.round_state(model, variant, sparsity, int(round_index) - 1)
         return self.pruned_model(model, method, sparsity, round_index)
 
     # ---- evaluations
