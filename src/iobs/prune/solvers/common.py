@@ -247,18 +247,19 @@ def lower_triangular_inverse(lower: torch.Tensor, leaf: int = 256) -> torch.Tens
     of half size and no explicit product with an inverse; leaves of <= `leaf` rows are solved against I.
     torch has no trtri; solve_triangular(L, I) alone would cost c^3. Written into one preallocated result.
     """
-    out = torch.zeros_like(lower)
+    out = torch.empty_like(lower)  # every entry is written below: no pass to zero it first
     _triangular_inverse_into(lower, out, leaf)
     return out
 
 
 def _triangular_inverse_into(lower: torch.Tensor, out: torch.Tensor, leaf: int) -> None:
     n = lower.shape[0]
-    if n <= leaf:
+    if n <= leaf:  # a leaf's solve against I writes exact zeros above its diagonal
         out.copy_(torch.linalg.solve_triangular(lower, torch.eye(n, dtype=lower.dtype, device=lower.device),
                                                 upper=False))
         return
     k = n // 2
+    out[:k, k:].zero_()
     a, b, c = lower[:k, :k], lower[k:, :k], lower[k:, k:]
     _triangular_inverse_into(a, out[:k, :k], leaf)
     _triangular_inverse_into(c, out[k:, k:], leaf)
