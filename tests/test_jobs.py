@@ -61,11 +61,10 @@ def test_one_shot_jobs_restore_the_dense_weights_between_sparsities(make_tiny_mo
     dense model exactly, so the next sparsity prunes what a fresh load would give."""
     import torch
 
-    from iobs.pipeline.chains import decoder_linear_weights, restore_weights
-    from iobs.prune.driver import prune_model
+    from iobs.prune.driver import prunable_weight_copies, prune_model, restore_weights
 
     model, fresh = make_tiny_model(family), make_tiny_model(family)
-    copies = decoder_linear_weights(model)
+    copies = prunable_weight_copies(model)
     ids = torch.randint(0, 64, (2, 16), generator=torch.Generator().manual_seed(3))
     prune_model(model, ids, "sparsegpt", "0.5", progress=False)
     assert not all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), fresh.state_dict().values()))

@@ -19,9 +19,6 @@ import logging
 import shutil
 from pathlib import Path
 
-import torch
-from torch import nn
-
 from iobs import registry
 from iobs.atomic import atomic_write_json
 from iobs.data.files import load_tensor
@@ -29,11 +26,10 @@ from iobs.errors import DataError
 from iobs.iterative.rounds import History, current_masks, run_rounds, variant
 from iobs.iterative.steps import StepConfig
 from iobs.models.bos import job_bos_policy
-from iobs.models.families import decoder_layers
 from iobs.models.load import load_model, load_tokenizer, quiet_progress_bars
 from iobs.pipeline.eval import score_streams
 from iobs.pipeline.runner import JobContext
-from iobs.prune.driver import prune_model
+from iobs.prune.driver import prune_model, prunable_weight_copies, restore_weights
 from iobs.prune.save import load_masks, load_masks_and_support, save_masks, save_pruned_model
 
 log = logging.getLogger(__name__)
@@ -92,7 +88,7 @@ def oneshot_group(ctx: JobContext) -> dict:
     model = load_model(source, p.get("dtype", "float32"), "cpu", key=key)
     tokenizer = load_tokenizer(source, key=key)
     score = _eval_setup(ctx, model, source)
-    dense_weights = decoder_linear_weights(model) if len(p["sparsities"]) > 1 else None
+    dense_weights = prunable_weight_copies(model) if len(p["sparsities"]) > 1 else None
     for i, sparsity in enumerate(p["sparsities"]):
         if i:
             restore_weights(model, dense_weights)
@@ -108,23 +104,6 @@ def oneshot_group(ctx: JobContext) -> dict:
                  report.total_seconds)
         summary[sparsity] = {k: metrics[k] for k in ("total_sparsity", "total_seconds")}
     return {"pruning": summary}
-
-
-def decoder_linear_weights(model) -> dict[str, torch.Tensor]:
-    """CPU copies of the weights of every nn.Linear inside the decoder layers (what prune_model may change)."""
-    layers = decoder_layers(model)
-    return {f"{i}.{name}": module.weight.detach().to("cpu", copy=True)
-            for i, layer in enumerate(layers) for name, module in layer.named_modules()
-            if isinstance(module, nn.Linear)}
-
-
-def restore_weights(model, weights: dict[str, torch.Tensor]) -> None:
-    """Write decoder_linear_weights' copies back in place (same Parameters, dtypes and devices)."""
-    layers = decoder_layers(model)
-    with torch.no_grad():
-        for key, weight in weights.items():
-            index, name = key.split(".", 1)
-            layers[int(index)].get_submodule(name).weight.copy_(weight)
 
 
 # ---- chains ---------------------------------------------------------------------------------------------------

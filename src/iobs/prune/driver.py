@@ -120,6 +120,22 @@ def prunable_linears(layer: nn.Module, layer_name: str, skip: Iterable[str] = ()
     return found
 
 
+def prunable_weight_copies(model: nn.Module) -> dict[str, torch.Tensor]:
+    """{full module name: CPU copy of the weight} of every Linear that prune_model may change (no skip patterns):
+    with restore_weights, a dense model pruned at several targets without reloading it."""
+    layers = decoder_layers(model)
+    return {name: linear.weight.detach().to("cpu", copy=True)
+            for layer, layer_name in zip(layers, _layer_names(model, layers))
+            for name, linear in prunable_linears(layer, layer_name).items()}
+
+
+@torch.no_grad()
+def restore_weights(model: nn.Module, copies: dict[str, torch.Tensor]) -> None:
+    """Write prunable_weight_copies' tensors back in place (same Parameters, dtypes and devices)."""
+    for name, weight in copies.items():
+        model.get_submodule(name).weight.copy_(weight)
+
+
 def _layer_names(model: nn.Module, layers: nn.ModuleList) -> list[str]:
     names = {id(m): n for n, m in model.named_modules()}
     return [names.get(id(layer), f"layers.{i}") for i, layer in enumerate(layers)]
