@@ -9,6 +9,7 @@ from typing import Literal
 import torch
 
 from iobs.errors import ConfigError, DataError
+from iobs.prune.solvers.triangular import inverse_cholesky_in_place
 from iobs.targets import SparsitySpec, check_nm_fits
 
 log = logging.getLogger("iobs")
@@ -167,8 +168,8 @@ def upper_inverse_factor(h: torch.Tensor, percdamp: float, max_damp_retries: int
     method "explicit" is the textbook route (and the project's before issue 13): cholesky(H_d), cholesky_inverse,
     cholesky of the inverse: 4c^3/3 flops. "triangular" never forms the inverse: with J the reversal
     permutation, J H_d J = L L^T gives H_d^-1 = (J L^-T J)(J L^-1 J), and J L^-1 J is upper triangular with a
-    positive diagonal, so it IS U (the Cholesky factor is unique): cholesky c^3/3 (cholesky_in_place) +
-    triangular inverse c^3/3 (lower_triangular_inverse).
+    positive diagonal, so it IS U (the Cholesky factor is unique). L^-1 comes from one recursion of matmuls
+    (triangular.inverse_cholesky_in_place), 2c^3/3 flops: those of a cholesky plus a triangular inverse.
     Both are float32 to a few ulp of each other (about 1e-6 relative on OPT-125M Hessians), not bit-identical,
     which is enough to flip a few near-tie mask choices on a large layer. "auto" (default) takes "explicit" for
     in <= AUTO_EXPLICIT_MAX_COLS (bit-identical to the old solver at a few percent of the cost) and "triangular"
@@ -198,11 +199,12 @@ def upper_inverse_factor(h: torch.Tensor, percdamp: float, max_damp_retries: int
             if info == 0:
                 upper, info = torch.linalg.cholesky_ex(torch.cholesky_inverse(factor), upper=True)
         else:
-            work = h.flip(0, 1)  # J H J, a new tensor, factorized in place
+            work = h.flip(0, 1)  # J H J, a new tensor, used as scratch
             work.diagonal().copy_(fixed_diagonal.flip(0)).add_(damping)
-            info = cholesky_in_place(work)
+            inverse = torch.empty_like(work)
+            info = inverse_cholesky_in_place(work, inverse)
             if info == 0:
-                upper = lower_triangular_inverse(work).flip(0, 1)
+                upper = inverse.flip(0, 1)
         if info == 0 and all_finite(upper):
             return InverseFactor(upper=upper, dead=dead, damping=damping)
         if attempt < max_damp_retries:
@@ -212,56 +214,3 @@ def upper_inverse_factor(h: torch.Tensor, percdamp: float, max_damp_retries: int
             relative = next_relative
     raise DataError(f"Hessian [{cols}, {cols}] is not positive definite even with damping "
                     f"{relative:.3g} * mean(diag H); check the calibration activations or raise percdamp")
-
-
-def cholesky_in_place(a: torch.Tensor, block: int = 384) -> int:
-    """Lower Cholesky factor of symmetric a [n, n] float32, written over a's lower triangle (the strict upper
-    triangle outside the diagonal blocks is left stale: read the result as lower triangular). Returns 0, or the
-    1-based column where a is found not positive definite.
-
-    Right-looking by blocks: factor a diagonal block (LAPACK), one triangular solve for the panel below it, and
-    the trailing update L21 L21^T on the lower block triangle only. On one MKL thread this runs about 20%
-    faster than one cholesky call on the whole matrix (its trailing updates are closer to matmul speed).
-    """
-    n = a.shape[0]
-    for start in range(0, n, block):
-        end = min(start + block, n)
-        diagonal_block, info = torch.linalg.cholesky_ex(a[start:end, start:end])
-        if info:
-            return start + int(info)
-        a[start:end, start:end] = diagonal_block
-        if end < n:
-            panel = torch.linalg.solve_triangular(diagonal_block.T, a[end:, start:end], upper=True, left=False)
-            a[end:, start:end] = panel  # L21 with L21 L11^T = A21
-            for row in range(end, n, block):
-                row_end = min(row + block, n)
-                a[row:row_end, end:row_end].addmm_(panel[row - end:row_end - end], panel[:row_end - end].T, alpha=-1)
-    return 0
-
-
-def lower_triangular_inverse(lower: torch.Tensor, leaf: int = 256) -> torch.Tensor:
-    """L^-1 for lower triangular L [n, n] float32 (a new tensor, lower triangular), c^3/3 flops in triangular solves.
-    Only the lower triangle of `lower` is read.
-
-    [[A, 0], [B, C]]^-1 = [[A^-1, 0], [-C^-1 B A^-1, C^-1]]: the off-diagonal block costs two triangular solves
-    of half size and no explicit product with an inverse; leaves of <= `leaf` rows are solved against I.
-    torch has no trtri; solve_triangular(L, I) alone would cost c^3. Written into one preallocated result.
-    """
-    out = torch.empty_like(lower)  # every entry is written below: no pass to zero it first
-    _triangular_inverse_into(lower, out, leaf)
-    return out
-
-
-def _triangular_inverse_into(lower: torch.Tensor, out: torch.Tensor, leaf: int) -> None:
-    n = lower.shape[0]
-    if n <= leaf:  # a leaf's solve against I writes exact zeros above its diagonal
-        out.copy_(torch.linalg.solve_triangular(lower, torch.eye(n, dtype=lower.dtype, device=lower.device),
-                                                upper=False))
-        return
-    k = n // 2
-    out[:k, k:].zero_()
-    a, b, c = lower[:k, :k], lower[k:, :k], lower[k:, k:]
-    _triangular_inverse_into(a, out[:k, :k], leaf)
-    _triangular_inverse_into(c, out[k:, k:], leaf)
-    b_ainv = torch.linalg.solve_triangular(a, b, upper=False, left=False)  # X A = B
-    out[k:, :k] = torch.linalg.solve_triangular(c, b_ainv, upper=False).neg_()
