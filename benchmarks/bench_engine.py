@@ -2,6 +2,8 @@
 
     PYTHONPATH=src .venv/bin/python benchmarks/bench_engine.py                  # all parts, one thread
     PYTHONPATH=src .venv/bin/python benchmarks/bench_engine.py --parts solve --repeats 5
+    PYTHONPATH=src .venv/bin/python benchmarks/bench_engine.py --parts solve --device cuda \
+        --shapes 768x768,3072x768,768x3072,4096x4096,11008x4096,4096x11008     # a GPU: OPT-125M and Llama-2-7B
 
 Every ratio is new / baseline measured in the same run: baseline and new calls are interleaved and each side's
 median over --repeats is taken, so machine load (a shared CPU) affects both alike.
@@ -13,7 +15,8 @@ solve: OPT-125M shapes (out x in) 768x768, 3072x768, 768x3072; X = randn(tokens,
     be bit-identical to the baseline.
     GFLOP/s of a solve, nominal flops of the algorithm that ran (not of a kernel):
       factorization  old/explicit: cholesky c^3/3 + cholesky_inverse 2c^3/3 + cholesky c^3/3 = 4c^3/3
-                     triangular:   cholesky c^3/3 + triangular inverse c^3/3 = 2c^3/3
+                     triangular:   L^-1 by one recursion (triangular.inverse_cholesky_in_place) = 2c^3/3,
+                                   the flops of a cholesky plus a triangular inverse
       column updates r c (c-1) (every column spreads its error over the later columns of all r rows, 2 flops
                      each, in-block or lazily); old only: the loss product 2 r c^2.
     compared with a float32 torch.mm [2048, 2048] @ [2048, 2048] timed in the same run, alternating with the
@@ -59,9 +62,16 @@ SHAPES = [(768, 768), (3072, 768), (768, 3072)]
 PATTERNS = ["0.5", "2:4"]
 
 
+def _synchronize() -> None:
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()  # CUDA calls return before the kernels finish
+
+
 def timed(fn, *args, **kwargs):
+    _synchronize()
     start = time.perf_counter()
     out = fn(*args, **kwargs)
+    _synchronize()
     return time.perf_counter() - start, out
 
 
@@ -76,10 +86,10 @@ def interleaved(calls: dict, repeats: int) -> tuple[dict, dict]:
     return {name: statistics.median(ts) for name, ts in seconds.items()}, outputs
 
 
-def matmul_gflops(size: int = 2048) -> float:
+def matmul_gflops(size: int = 2048, device: str = "cpu") -> float:
     """GFLOP/s of one float32 [size, size] @ [size, size] (after a warm-up): one sample, like one solve."""
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    out = torch.empty(size, size)
+    a, b = torch.randn(size, size, device=device), torch.randn(size, size, device=device)
+    out = torch.empty(size, size, device=device)
     torch.mm(a, b, out=out)
     return 2 * size**3 / timed(torch.mm, a, b, out=out)[0] / 1e9
 
@@ -92,12 +102,24 @@ def solve_flops(rows: int, cols: int, inverse: str) -> float:
     return factor + rows * cols * (cols - 1) + loss
 
 
-def layer_inputs(rows: int, cols: int, tokens: int, sequences: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    mixing = torch.randn(cols, cols, generator=g) / cols**0.5
-    x = torch.randn(tokens, cols, generator=g) @ mixing
-    hessian = torch.zeros(cols, cols).addmm_(x.T, x, alpha=2.0 / sequences)
-    return torch.randn(rows, cols, generator=g) * 0.02, hessian
+def layer_inputs(rows: int, cols: int, tokens: int, sequences: int, seed: int,
+                 device: str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """(weight [rows, cols], H [cols, cols]) float32 on `device`, made there (a 7B shape is teraflops on a CPU)."""
+    g = torch.Generator(device=device).manual_seed(seed)
+    mixing = torch.randn(cols, cols, generator=g, device=device) / cols**0.5
+    x = torch.randn(tokens, cols, generator=g, device=device) @ mixing
+    hessian = torch.zeros(cols, cols, device=device).addmm_(x.T, x, alpha=2.0 / sequences)
+    return torch.randn(rows, cols, generator=g, device=device) * 0.02, hessian
+
+
+def parse_shapes(text: str) -> list[tuple[int, int]]:
+    try:
+        shapes = [tuple(int(n) for n in item.split("x")) for item in text.split(",")]
+    except ValueError:
+        shapes = []
+    if not shapes or any(len(s) != 2 or min(s) < 1 for s in shapes):
+        raise SystemExit(f"bench_engine: --shapes {text!r}: give out x in pairs such as 768x768,768x3072")
+    return shapes
 
 
 def compare(new, old) -> dict:
@@ -110,13 +132,14 @@ def compare(new, old) -> dict:
 
 
 def bench_solve(args) -> dict:
-    print(f"\n== solve: OPT-125M shapes, {args.samples} x {args.seqlen} tokens, blocksize 128, "
+    print(f"\n== solve on {args.device}: shapes {args.shapes}, {args.samples} x {args.seqlen} tokens, blocksize 128, "
           f"median of {args.repeats}, ratio = new / baseline in the same run")
     print(f"{'shape':>9} {'pattern':>7} {'base s':>7} {'new s':>7} {'ratio':>6} {'tri':>5} {'expl':>5} "
           f"{'masks differ':>15} {'max|dW|':>8} {'loss rel':>8} {'tri masks differ':>16} {'explicit==base':>14}")
     results = []
-    for rows, cols in SHAPES:
-        weight, hessian = layer_inputs(rows, cols, args.samples * args.seqlen, args.samples, args.seed)
+    shapes = parse_shapes(args.shapes)
+    for rows, cols in shapes:
+        weight, hessian = layer_inputs(rows, cols, args.samples * args.seqlen, args.samples, args.seed, args.device)
         for pattern in PATTERNS:
             spec = SparsitySpec.parse(pattern)
             medians, out = interleaved({
@@ -136,14 +159,14 @@ def bench_solve(args) -> dict:
                   f"{new['loss_relative_difference']:>8.1e} {numerics['triangular']['mask_differences']:>16} "
                   f"{str(numerics['explicit']['bit_identical']):>14}")
     # GFLOP/s on the largest shape, beside a matmul in the same run
-    rows, cols = max(SHAPES, key=lambda s: s[0] * s[1] ** 2)
-    weight, hessian = layer_inputs(rows, cols, args.samples * args.seqlen, args.samples, args.seed)
+    rows, cols = max(shapes, key=lambda s: s[0] * s[1] ** 2)
+    weight, hessian = layer_inputs(rows, cols, args.samples * args.seqlen, args.samples, args.seed, args.device)
     spec = SparsitySpec.parse("0.5")
     gemm, rates = [], {"new": [], "explicit": [], "old": []}
     repeats = max(args.repeats, 5)
     factor_seconds = {"triangular": [], "explicit": []}
     for _ in range(repeats):
-        gemm.append(matmul_gflops())
+        gemm.append(matmul_gflops(device=args.device))
         rates["new"].append(solve_flops(rows, cols, "auto") / timed(sparsegpt_prune, weight, hessian, spec)[0])
         rates["explicit"].append(solve_flops(rows, cols, "explicit")
                                  / timed(sparsegpt_prune, weight, hessian, spec, inverse="explicit")[0])
@@ -162,7 +185,7 @@ def bench_solve(args) -> dict:
           f"({gflops['new_in_old_flops'] / mm:.0%})")
     print(f"  factorization of H [{cols}, {cols}]: triangular {statistics.median(factor_seconds['triangular']):.3f} s, "
           f"explicit {statistics.median(factor_seconds['explicit']):.3f} s")
-    return {"solves": results, "gflops": gflops, "matmul_gflops": mm,
+    return {"solves": results, "gflops": gflops, "matmul_gflops": mm, "largest": f"{rows}x{cols}",
             "factor_seconds": {k: statistics.median(v) for k, v in factor_seconds.items()}}
 
 
@@ -325,6 +348,9 @@ def bench_rounds(args) -> dict:
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--parts", default="solve,layer,rounds", help="comma-separated: solve, layer, rounds")
+    p.add_argument("--device", default="cpu", help="device of the solve part (the layer and rounds parts: CPU)")
+    p.add_argument("--shapes", default=",".join(f"{r}x{c}" for r, c in SHAPES),
+                   help="solve part: comma-separated out x in, e.g. 4096x4096,11008x4096,4096x11008 (Llama-2-7B)")
     p.add_argument("--samples", type=int, default=32, help="calibration sequences")
     p.add_argument("--seqlen", type=int, default=512, help="tokens per sequence")
     p.add_argument("--repeats", type=int, default=3)
@@ -361,7 +387,8 @@ def main(argv=None) -> dict:
         share = results["solve"]["gflops"]["new"] / results["solve"]["matmul_gflops"]
         print(f"  solve <= 0.5x the old solver on every shape and pattern: worst {worst:.2f}; mask entries differing "
               f"from the old solver {masks} (0 with inverse='explicit')")
-        print(f"  solver >= 50% of matmul GFLOP/s on 768x3072: {share:.0%} (nominal flops of the algorithm that ran)")
+        print(f"  solver >= 50% of matmul GFLOP/s on {results['solve']['largest']}: {share:.0%} (nominal flops of the "
+              "algorithm that ran)")
     if "layer" in results:
         print("  decoder layer <= 0.7x the old flow: " + ", ".join(
             f"{family} {r['ratio']:.2f} (explicit, identical masks: {r['ratio_explicit']:.2f})"

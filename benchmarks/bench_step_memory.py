@@ -2,6 +2,8 @@
 
     .venv/bin/python benchmarks/bench_step_memory.py                 # both parts (the measurement: minutes on 1 core)
     .venv/bin/python benchmarks/bench_step_memory.py --no-measure    # the estimate tables only (a second)
+    .venv/bin/python benchmarks/bench_step_memory.py --device cuda --models llama-2-7b-2layers --seqlen 2048 \
+        --sequences 1 --micro-batch 1       # a GPU: a 7B layer's memory plan, against the estimate
 
 Plans: none, checkpointing (StepConfig.gradient_checkpointing), offload (StepConfig.offload_optimizer), both.
 
@@ -60,6 +62,10 @@ MEASURED = {
     "llama-small": lambda: LlamaConfig(
         vocab_size=32000, hidden_size=768, intermediate_size=2048, num_hidden_layers=12, num_attention_heads=12,
         num_key_value_heads=12, max_position_embeddings=2048),
+    # a GPU (--device cuda): the memory plan of Llama-2-7B's layers, two of them, embeddings and head included
+    "llama-2-7b-2layers": lambda: LlamaConfig(
+        vocab_size=32000, hidden_size=4096, intermediate_size=11008, num_hidden_layers=2, num_attention_heads=32,
+        num_key_value_heads=32, max_position_embeddings=4096),
 }
 
 
@@ -110,21 +116,31 @@ def child(args) -> None:
     torch.set_num_threads(args.threads)
     dtype = DTYPES[args.dtype]
     torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(MEASURED[args.model](), dtype=dtype).eval()
+    model = AutoModelForCausalLM.from_config(MEASURED[args.model](), dtype=dtype).eval().to(args.device)
     ids = torch.randint(0, model.config.vocab_size, (args.sequences, args.seqlen), generator=torch.Generator())
     config = StepConfig(optimizer=args.optimizer, lr=1e-5, steps=args.steps, micro_batch=args.micro_batch,
                         **PLANS[args.child])
-    try:  # reset the high-water mark (ru_maxrss) to the current RSS: model building must not count
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")
-        reset = True
-    except OSError:
-        reset = False
-    before = _rss_bytes() if reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    if args.device.startswith("cuda"):  # the device's own high-water mark, from the loaded model on
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before, reset = torch.cuda.memory_allocated(), True
+    else:
+        try:  # reset the high-water mark (ru_maxrss) to the current RSS: model building must not count
+            with open("/proc/self/clear_refs", "w") as fh:
+                fh.write("5")
+            reset = True
+        except OSError:
+            reset = False
+        before = _rss_bytes() if reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     start = time.perf_counter()
     losses = gradient_steps(model, ids, config)
+    if args.device.startswith("cuda"):
+        torch.cuda.synchronize()
     seconds = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+    if args.device.startswith("cuda"):
+        peak = torch.cuda.max_memory_allocated()
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
     print(json.dumps({"increase": peak - before, "seconds_per_step": seconds / args.steps, "reset": reset,
                       "losses": losses}))
 
@@ -132,7 +148,8 @@ def child(args) -> None:
 def measure(args, model: str) -> None:
     dtype = DTYPES[args.dtype]
     shape = model_shape(MEASURED[model]())
-    print(f"\n== Measured on this CPU ({args.threads} thread): random {model}-shaped model in {args.dtype}, "
+    where = "this CPU" if args.device == "cpu" else args.device
+    print(f"\n== Measured on {where} ({args.threads} thread): random {model}-shaped model in {args.dtype}, "
           f"{args.sequences} x {args.seqlen} tokens, micro_batch {args.micro_batch}, {args.steps} steps, "
           f"{args.optimizer} ==")
     print(f"{'plan':<14} {'s/step':>7} {'RSS increase GB':>16} {'(freed returned)':>16} {'estimate GB':>12} "
@@ -141,10 +158,12 @@ def measure(args, model: str) -> None:
     for plan, flags in PLANS.items():
         command = [sys.executable, __file__, "--child", plan, "--models", model, "--dtype", args.dtype,
                    "--optimizer", args.optimizer, "--sequences", str(args.sequences), "--seqlen", str(args.seqlen),
-                   "--steps", str(args.steps), "--micro-batch", str(args.micro_batch), "--threads", str(args.threads)]
+                   "--steps", str(args.steps), "--micro-batch", str(args.micro_batch), "--threads", str(args.threads),
+                   "--device", args.device]
         results = []
         # glibc keeps freed blocks below its (adaptive) mmap threshold resident; with a fixed 64 KiB threshold every
-        # tensor is its own mapping, returned on free, so the second run's RSS follows the live tensors
+        # tensor is its own mapping, returned on free, so the second run's RSS follows the live tensors. On a GPU
+        # both runs read the device's allocator (the same figure twice).
         for extra in ({}, {"MALLOC_MMAP_THRESHOLD_": "65536"}):
             done = subprocess.run(command, capture_output=True, text=True, env={**env, **extra}, check=True)
             results.append(json.loads(done.stdout.strip().splitlines()[-1]))
@@ -161,7 +180,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seqlen-estimate", type=int, default=2048, help="tokens per sequence of the estimate")
     parser.add_argument("--no-measure", action="store_true", help="print the estimate tables only")
-    parser.add_argument("--models", nargs="+", choices=sorted(MEASURED), default=sorted(MEASURED),
+    parser.add_argument("--models", nargs="+", choices=sorted(MEASURED), default=["llama-small", "opt-125m"],
                         help="models to measure")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="bfloat16", help="measured models' dtype")
     parser.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd", help="measured steps' optimizer")
@@ -170,6 +189,7 @@ def main() -> None:
     parser.add_argument("--micro-batch", type=int, default=4)
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cpu", help="where the measured steps run (cuda: the device's peak)")
     parser.add_argument("--child", choices=sorted(PLANS), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:

@@ -252,6 +252,7 @@ def test_offload_path_matches_in_place(make_tiny_model, calibration_ids):
         assert b.device.type == "cpu"
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_layer_moved_to_cuda_matches_cpu(make_tiny_model, calibration_ids):
     on_cpu, moved = make_tiny_model("llama"), make_tiny_model("llama")
