@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import torch
 
-# Leaf sizes, measured on one MKL thread at in = 3072 (benchmarks/bench_engine.py): smaller leaves spend the time
-# in Python and small kernels, larger ones in triangular solves or in the zeros of a full-matmul leaf.
+# Leaf sizes, chosen on one MKL thread at n = 3072 from a grid of 64-384 each (the factor took 0.28-0.31 s over
+# it): smaller leaves spend the time in Python and small kernels, larger ones in triangular solves or in the zeros
+# of a full-matmul leaf. Not tuned for GPUs (benchmarks/gpu_check.sh prints both routes' factor times).
 FACTOR_LEAF = 256
 PRODUCT_LEAF = 64
 GRAM_LEAF = 128
