@@ -120,7 +120,8 @@ def child(args) -> None:
     ids = torch.randint(0, model.config.vocab_size, (args.sequences, args.seqlen), generator=torch.Generator())
     config = StepConfig(optimizer=args.optimizer, lr=1e-5, steps=args.steps, micro_batch=args.micro_batch,
                         **PLANS[args.child])
-    if args.device.startswith("cuda"):  # the device's own high-water mark, from the loaded model on
+    on_gpu = args.device.startswith("cuda")
+    if on_gpu:  # the device's own high-water mark, from the loaded model on
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         before, reset = torch.cuda.memory_allocated(), True
@@ -134,10 +135,10 @@ def child(args) -> None:
         before = _rss_bytes() if reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     start = time.perf_counter()
     losses = gradient_steps(model, ids, config)
-    if args.device.startswith("cuda"):
+    if on_gpu:
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
-    if args.device.startswith("cuda"):
+    if on_gpu:
         peak = torch.cuda.max_memory_allocated()
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB

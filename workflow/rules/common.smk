@@ -134,13 +134,13 @@ def model_dir(model, method, sparsity, round_index):
     return LAYOUT.evaluated_model(model, method, sparsity, round_index, dense_source(model))
 
 
-def chain_variants(sparsity_free, names=None):
-    """The variants (of names, in their order; every registered one unless given) whose chain, with
+def chain_variants(sparsity_free):
+    """The registered variants, in their order, whose chain, with
     iterative.granularity: chain, is one job per (model, variant) over every sparsity (sparsity_free=True: their
     states never see a projection, registry Schedule.sparsity_free_states, e.g. dense_ft; the job also evaluates
     those dense states, registry.dense_reference) or one job per (model, variant, sparsity) (sparsity_free=False)."""
     free = registry.sparsity_free_variants()
-    return [v for v in (registry.variant_names() if names is None else names) if (v in free) == sparsity_free]
+    return [v for v in registry.variant_names() if (v in free) == sparsity_free]
 
 
 def evaluated_models():
@@ -152,7 +152,7 @@ def evaluated_models():
         for v in ITER["variants"]:
             for s in ITER["sparsities"]:
                 out += [(model, v, s, r) for r in range(1, ITER["rounds"] + 1)]
-                if v in chain_variants(sparsity_free=True):  # its dense states, evaluated too (dense_ft_dense)
+                if v in registry.sparsity_free_variants():  # its dense states, evaluated too (dense_ft_dense)
                     out += [(model, registry.dense_reference(v), s, r) for r in range(1, ITER["rounds"] + 1)]
     return out
 
@@ -252,7 +252,7 @@ def oneshot_paths(model, method, kind):
 
 
 def chain_sparsities(variant, sparsity=None):
-    return list(ITER["sparsities"]) if variant in chain_variants(sparsity_free=True) else [sparsity]
+    return list(ITER["sparsities"]) if variant in registry.sparsity_free_variants() else [sparsity]
 
 
 def chain_paths(model, variant, sparsities, kind):
@@ -274,7 +274,7 @@ def chain_inputs(model, variant, sparsities):
         "streams": eval_stream_paths(model),
         **dense_input(model),
     }
-    if variant in chain_variants(sparsity_free=True):
+    if variant in registry.sparsity_free_variants():
         inputs["dense_eval"] = LAYOUT.evaluation(model, "dense", "0", 0)
     return inputs
 
